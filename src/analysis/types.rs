@@ -1,0 +1,134 @@
+//! Result types of the analysis: per-thread verdicts and findings (part of the JSON contract).
+
+use crate::model::{Inode, Pid, SemKey, ThreadRef};
+use serde::{Deserialize, Serialize};
+
+/// What a thread waits for, resolved from its syscall, wchan, memory and stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "on", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BlockedOn {
+    /// On a CPU or runnable: making progress by definition.
+    Running,
+    /// `read` on a pipe: needs a writer (or EOF when every write end closes).
+    PipeRead { inode: Inode },
+    /// `write` on a full pipe: needs a reader.
+    PipeWrite { inode: Inode, pending: u64 },
+    /// Reading a unix socket: needs its peer to send.
+    SocketRead { inode: Inode, peer: Option<Inode> },
+    /// Writing a unix socket with a full buffer: needs its peer to read.
+    SocketWrite { inode: Inode, peer: Option<Inode> },
+    /// `accept` on a listening socket: waits for a client.
+    Accept { inode: Option<Inode> },
+    /// A socket or file whose other side is outside the tree (network, tty, file).
+    External { what: String },
+    /// A multiprocessing SemLock (POSIX semaphore in /dev/shm), shared between processes.
+    Semaphore { key: SemKey },
+    /// A glibc pthread mutex; `owner_tid` from `__owner` (target PID namespace).
+    Mutex { uaddr: u64, owner_tid: Option<i32> },
+    /// A `threading` lock, condition or event (a private `sem_t`): only this process can release it.
+    ThreadLock { uaddr: u64 },
+    /// A 3.13 parking-lot wait (Thread.join, SimpleQueue.get); `key` is the awaited object.
+    ParkingLot { uaddr: u64, key: u64 },
+    /// Waiting for the GIL: CPU contention, not a hang.
+    Gil,
+    /// `wait4`/`waitid` for a child (None = any child).
+    Child { pid: Option<Pid> },
+    /// `poll`/`select`/`epoll` on several fds: progresses when any of them does.
+    Any { of: Vec<BlockedOn> },
+    /// A timed sleep or a timed wait that will return by itself.
+    Timed { what: String },
+    /// `pause`/`sigwait`: waits for a signal.
+    Signal,
+    /// Nothing could be resolved (no rights, unknown syscall).
+    Unknown { what: String },
+}
+
+/// Whether a thread can still make progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    /// Running, in a timed wait, waiting on something outside the tree, or seen to move
+    /// between looks.
+    CanProgress,
+    /// Proven unable to progress: everything that could wake it is itself stuck or gone.
+    Stuck,
+}
+
+/// The verdict on one thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadVerdict {
+    pub thread: ThreadRef,
+    pub blocked_on: BlockedOn,
+    pub progress: Progress,
+    /// Why it can progress (seed reason or the provider that can), for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
+    /// Threads that could release what it waits for ("the other side").
+    pub providers: Vec<ThreadRef>,
+    /// One line for people: what it waits on and who is on the other side.
+    pub line: String,
+    /// A recognised periodic housekeeping loop (Pool handler, Manager serve_forever, idle
+    /// feeder): never counted as progress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub housekeeping: bool,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Proven: the threads involved can never progress.
+    Hang,
+    /// Suspicious but not proven stuck (e.g. a busy loop).
+    Warning,
+}
+
+/// A line of user code involved in a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeLine {
+    pub pid: Pid,
+    pub tid: crate::model::Tid,
+    pub file: String,
+    pub line: i32,
+    pub function: String,
+}
+
+/// One link of a wait chain: a thread and what it waits on next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainLink {
+    pub thread: ThreadRef,
+    /// `main`, `QueueFeederThread`, ...
+    pub name: String,
+    /// What this thread waits on, in words (`wait4(3736)`, `write pipe:[6692]`).
+    pub waits_on: String,
+}
+
+/// An explained hang (or warning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    /// Stable pattern id, e.g. `join_before_drain`; `deadlock`/`stuck` when no pattern fits.
+    pub pattern: String,
+    pub severity: Severity,
+    /// One sentence naming the processes.
+    pub summary: String,
+    /// The chain of waits, starting at the thread the user is most likely looking at.
+    pub chain: Vec<ChainLink>,
+    /// Processes involved.
+    pub pids: Vec<Pid>,
+    /// Threads involved.
+    pub threads: Vec<ThreadRef>,
+    /// The user-code line of each involved thread (innermost frame outside stdlib/site-packages).
+    pub user_lines: Vec<CodeLine>,
+    /// The line most likely to need changing.
+    pub culprit: Option<CodeLine>,
+    /// What to change.
+    pub fix: String,
+    /// Facts the verdict rests on (fds, inodes, byte counts, owners).
+    pub evidence: Vec<String>,
+    /// `docs/patterns/<id>.md`.
+    pub doc: String,
+}

@@ -1,0 +1,170 @@
+//! Command-line grammar (clap derive). Parsed here into plain option structs; nothing below
+//! `cmd` sees clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Diagnose hung Python multiprocessing process trees from the outside.
+///
+/// mphang reads a process tree through /proc and process memory (no code injected), finds what
+/// each thread waits for and who is on the other end, proves which threads can never progress,
+/// names the pattern and points at the line of your code behind it.
+#[derive(Debug, Parser)]
+#[command(name = "mphang", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Diagnose the process tree rooted at PID once and print the report.
+    Report(ReportArgs),
+    /// Watch a process tree live in the terminal.
+    Attach(AttachArgs),
+    /// Run a command; on timeout or stall, diagnose its tree, write the report and end it.
+    Run(RunArgs),
+    /// Start a bundled hung program, diagnose it, and end it.
+    Demo(DemoArgs),
+    /// Print shell completions for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options shared by every command that samples live processes.
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    /// Number of looks at the tree; later looks that see progress veto a verdict (1 = no check).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub samples: u32,
+    /// Time between looks (e.g. 500ms, 2s).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Root of the process tree to diagnose.
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub pid: Option<i32>,
+    /// Re-render a snapshot saved with --save (or a --json report) instead of a live tree.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Print one JSON document (format: docs/json-format.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the raw snapshot to FILE (loadable with --from).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// When to use colors in text output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// Root of the process tree to watch.
+    pub pid: i32,
+    /// Refresh period.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunFormat {
+    Text,
+    Json,
+    Github,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Diagnose and end the tree after this long (e.g. 10m, 90s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Diagnose and end the tree when nothing in it used CPU or wrote output for this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub stall: Option<Duration>,
+    /// Where report.txt and report.json are written.
+    #[arg(long, value_name = "DIR", default_value = "mphang-report")]
+    pub report_dir: PathBuf,
+    /// Format of the report printed to stderr (github adds ::error annotations).
+    #[arg(long, value_enum)]
+    pub format: Option<RunFormat>,
+    /// Seconds between SIGTERM and SIGKILL when ending the tree.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Python interpreter to run the bundled fixture with (default: python3 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Print the JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// When to use colors.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Colors on a tty only (and never with NO_COLOR set), unless forced.
+    pub fn enabled(self, is_tty: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+}
+
+/// Parses `500ms`, `5s`, `10m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 5s, 10m, 1h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" | "sec" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The snapshot of a process tree: the serializable boundary between collection and analysis.
+//!
+//! A [`Snapshot`] is what `collect` produces from live processes, what `--save` writes and
+//! `--from` reads, and what the replay fixtures hold. Everything downstream is a pure function
+//! of it. Wire format: JSON, schema string [`SCHEMA`], unknown fields rejected.
+
+mod diag;
+mod fd;
+mod ids;
+mod process;
+mod stack;
+mod syscall;
+
+pub use diag::{DiagKind, Diagnostic, Stage};
+pub use fd::{Access, FdEntry, FdKind, PipeSnap};
+pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
+pub use process::{ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap};
+pub use stack::{NativeFrame, PyFrame, PyThread};
+pub use syscall::{syscall_name, Decoded, Futex, FutexRegion, FutexWord, Syscall, SyscallState};
+
+use serde::{Deserialize, Serialize};
+
+/// The schema string every snapshot carries; bumped on any incompatible change.
+pub const SCHEMA: &str = "mphang/snapshot/v1";
+
+/// A whole process tree at one moment, plus short later looks for progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Version of the mphang that took it.
+    pub mphang_version: String,
+    /// Wall-clock time of the first look, milliseconds since the Unix epoch.
+    pub taken_at_ms: u64,
+    /// The pid the user named.
+    pub root: Pid,
+    /// Kernel clock ticks per second (to turn `*_ticks` into time).
+    pub clock_ticks: u64,
+    /// How many looks were taken (1 = no progress check) and how far apart.
+    pub looks: u32,
+    pub interval_ms: u64,
+    /// How long collection took, in milliseconds (first look only).
+    pub collect_ms: u64,
+    /// The tree, parents before children.
+    pub processes: Vec<ProcessSnap>,
+    /// Every pipe any process in the tree holds, once each.
+    pub pipes: Vec<PipeSnap>,
+    /// Every shared semaphore mapped in the tree, once each (matched by dev:inode).
+    pub semaphores: Vec<SemaphoreSnap>,
+    /// Processes that were seen and then vanished, or that died while being watched (`run`).
+    pub gone: Vec<GoneProcess>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A POSIX semaphore shared between processes (a multiprocessing SemLock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemaphoreSnap {
+    pub key: SemKey,
+    /// The names it is mapped under (temp name `(deleted)` for the creator, `sem.mp-…` for
+    /// spawn children).
+    pub paths: Vec<String>,
+    /// `sem_t` value: low 32 bits of the first 8 bytes.
+    pub value: Option<u32>,
+    /// `sem_t` waiter count: high 32 bits.
+    pub nwaiters: Option<u32>,
+    /// Processes that map it.
+    pub mapped_by: Vec<Pid>,
+    /// `_multiprocessing.SemLock` objects found pointing at it, per process (only when a
+    /// thread waits on it with value 0; see the field guide §3.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<SemLockSeen>>,
+}
+
+/// A `_multiprocessing.SemLock` object found in one process's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemLockSeen {
+    pub pid: Pid,
+    /// This process's acquire count; > 0 means this process holds it (for a lock).
+    pub count: i32,
+    pub maxvalue: i32,
+    /// 0 recursive mutex, 1 semaphore.
+    pub kind: i32,
+    /// TID of the last acquirer in this process, when it could be read (0 when gone).
+    pub last_tid: Option<i32>,
+}
+
+/// A process that is no longer there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoneProcess {
+    pub pid: Pid,
+    pub ppid: Option<Pid>,
+    pub cmdline: Vec<String>,
+    /// How it ended, when known (`exit 0`, `signal 9 (SIGKILL)`).
+    pub ended: Option<String>,
+    /// Milliseconds since the Unix epoch when it was seen to end, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+}
+
+impl Snapshot {
+    pub fn process(&self, pid: Pid) -> Option<&ProcessSnap> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+    pub fn thread(&self, r: ThreadRef) -> Option<(&ProcessSnap, &ThreadSnap)> {
+        let p = self.process(r.pid)?;
+        Some((p, p.thread(r.tid)?))
+    }
+    pub fn pipe(&self, inode: Inode) -> Option<&PipeSnap> {
+        self.pipes.iter().find(|p| p.inode == inode)
+    }
+    pub fn semaphore(&self, key: &SemKey) -> Option<&SemaphoreSnap> {
+        self.semaphores.iter().find(|s| &s.key == key)
+    }
+}

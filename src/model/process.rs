@@ -1,0 +1,158 @@
+//! Processes and threads: everything read about one pid and its tasks.
+
+use super::fd::FdEntry;
+use super::ids::{Pid, SemKey, Tid};
+use super::stack::{NativeFrame, PyThread};
+use super::syscall::SyscallState;
+use serde::{Deserialize, Serialize};
+
+/// The part a process plays in a multiprocessing program, as far as it can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The root of the tree, or a Python process whose parent is not Python.
+    Main,
+    /// A `fork` start-method child (same binary and layout as its parent, not exec'd).
+    ForkChild,
+    /// A `spawn` child (`spawn_main(...) --multiprocessing-fork`).
+    SpawnChild,
+    /// A child forked by the forkserver.
+    ForkserverChild,
+    /// A `multiprocessing.Pool` worker (stack inside `pool.worker`).
+    PoolWorker,
+    /// A `multiprocessing.Manager` server process.
+    ManagerServer,
+    /// The `resource_tracker` helper.
+    ResourceTracker,
+    /// The forkserver process itself.
+    Forkserver,
+    /// A process that is not a Python interpreter (e.g. `sleep`, a shell).
+    NonPython,
+    /// Python, but nothing more specific is known.
+    Python,
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::ForkChild => "fork child",
+            Role::SpawnChild => "spawn child",
+            Role::ForkserverChild => "forkserver child",
+            Role::PoolWorker => "Pool worker",
+            Role::ManagerServer => "Manager server",
+            Role::ResourceTracker => "resource_tracker",
+            Role::Forkserver => "forkserver",
+            Role::NonPython => "not Python",
+            Role::Python => "python",
+        }
+    }
+}
+
+/// Everything read about one live (or zombie) process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSnap {
+    pub pid: Pid,
+    pub ppid: Pid,
+    /// The pid inside the target's own PID namespace, when it differs (last `NSpid` field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<i32>,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    pub uid: Option<u32>,
+    /// Kernel state letter of the process (R, S, D, T, t, Z).
+    pub state: char,
+    /// Start time in clock ticks since boot (field 22 of stat).
+    pub start_ticks: u64,
+    /// User + system CPU time in clock ticks.
+    pub cpu_ticks: u64,
+    pub num_threads: u32,
+    /// Soft RLIMIT_NOFILE.
+    pub nofile_limit: Option<u64>,
+    pub fd_count: usize,
+    /// `3.11.7` when the process is a Python interpreter mphang could read.
+    pub python_version: Option<String>,
+    pub role: Role,
+    pub threads: Vec<ThreadSnap>,
+    pub fds: Vec<FdEntry>,
+    /// `/dev/shm/sem.*` mappings of this process.
+    pub sem_maps: Vec<SemMapping>,
+}
+
+/// One thread of a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSnap {
+    pub tid: Tid,
+    pub comm: String,
+    /// Kernel state letter (R, S, D, T, t, Z).
+    pub state: char,
+    /// Kernel wait channel with `.constprop.N`-style suffixes stripped; None when 0.
+    pub wchan: Option<String>,
+    pub syscall: SyscallState,
+    pub cpu_ticks: u64,
+    /// The Python thread running on this TID, when the interpreter knows one.
+    pub py: Option<PyThread>,
+    /// Native stack, innermost first, when native sampling ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<Vec<NativeFrame>>,
+    /// Later looks, in order, used to see progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<ThreadLook>,
+}
+
+/// A cheap later look at a thread: enough to tell that it moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadLook {
+    /// Milliseconds after the first look.
+    pub after_ms: u64,
+    /// False when the thread had exited by then.
+    pub alive: bool,
+    pub state: char,
+    pub cpu_ticks: u64,
+    /// The raw syscall line's number and first three args (`None` when running or unreadable).
+    pub syscall: Option<(i64, u64, u64, u64)>,
+    /// Innermost Python frame as `file:line function`, when stacks were re-read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub py_top: Option<String>,
+}
+
+/// One `/dev/shm/sem.*` mapping in one process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemMapping {
+    pub key: SemKey,
+    pub start: u64,
+    pub end: u64,
+    pub path: String,
+}
+
+impl ProcessSnap {
+    pub fn thread(&self, tid: Tid) -> Option<&ThreadSnap> {
+        self.threads.iter().find(|t| t.tid == tid)
+    }
+    pub fn is_python(&self) -> bool {
+        self.python_version.is_some()
+    }
+    /// The main thread (tid == pid), if it is still there.
+    pub fn main_thread(&self) -> Option<&ThreadSnap> {
+        self.thread(Tid(self.pid.0))
+    }
+    /// Short label used in text: `1234 (Pool worker)`.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.pid, self.role.label())
+    }
+}
+
+impl ThreadSnap {
+    /// Python thread name if known, else the kernel comm.
+    pub fn display_name(&self) -> &str {
+        self.py
+            .as_ref()
+            .and_then(|p| p.name.as_deref())
+            .unwrap_or(&self.comm)
+    }
+}

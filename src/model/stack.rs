@@ -1,0 +1,80 @@
+//! Stack frames: Python frames from py-spy, native frames from the unwinder.
+
+use serde::{Deserialize, Serialize};
+
+/// One Python frame, innermost first in a stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PyFrame {
+    /// Function (code object) name, e.g. `join` or `<module>`.
+    pub function: String,
+    /// Full path of the source file as the interpreter knows it.
+    pub file: String,
+    /// Line being executed (0 when unknown).
+    pub line: i32,
+}
+
+impl PyFrame {
+    /// True for code the user wrote: not the standard library, not site-packages, not frozen.
+    /// Derived from the path so that recorded snapshots are judged the same way.
+    pub fn is_user_code(&self) -> bool {
+        let f = self.file.as_str();
+        !(f.starts_with('<')
+            || f.contains("/lib/python")
+            || f.contains("/site-packages/")
+            || f.contains("/dist-packages/")
+            || f.contains("/lib64/python"))
+    }
+
+    /// Short `file:line` with only the file's last path component.
+    pub fn short_location(&self) -> String {
+        let base = self.file.rsplit('/').next().unwrap_or(&self.file);
+        format!("{}:{}", base, self.line)
+    }
+
+    /// True when this frame is `function` in a file whose path ends with `file_suffix`.
+    pub fn is(&self, file_suffix: &str, function: &str) -> bool {
+        self.function == function && self.file.ends_with(file_suffix)
+    }
+}
+
+/// The Python side of one thread, as read from the interpreter's thread state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PyThread {
+    /// `threading.get_ident()`: the thread's `pthread_t`, not a TID.
+    pub thread_id: u64,
+    /// Name from `threading` (e.g. `MainThread`, `QueueFeederThread`), when known.
+    pub name: Option<String>,
+    /// This thread holds the GIL.
+    pub owns_gil: bool,
+    /// py-spy's idle flag (false when the OS shows the thread sleeping).
+    pub active: bool,
+    /// Innermost first.
+    pub frames: Vec<PyFrame>,
+}
+
+impl PyThread {
+    /// The innermost frame of user code, if any.
+    pub fn user_frame(&self) -> Option<&PyFrame> {
+        self.frames.iter().find(|f| f.is_user_code())
+    }
+    /// True when any frame is `function` in a file ending with `file_suffix`.
+    pub fn has_frame(&self, file_suffix: &str, function: &str) -> bool {
+        self.frames.iter().any(|f| f.is(file_suffix, function))
+    }
+}
+
+/// One native frame from the CFI unwinder, symbolized where symbols exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeFrame {
+    /// The instruction address (for caller frames: the return address).
+    pub addr: u64,
+    /// The mapped file the address falls in (e.g. `libc.so.6`).
+    pub module: Option<String>,
+    /// Symbol name, demangled where it applies.
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}

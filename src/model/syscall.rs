@@ -1,0 +1,165 @@
+//! What a thread is doing in the kernel: the decoded `/proc/PID/task/TID/syscall` line.
+
+use super::ids::{Pid, SemKey};
+use serde::{Deserialize, Serialize};
+
+/// The kernel-side activity of a thread at the moment it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SyscallState {
+    /// The file says `running`: on a CPU or runnable in user space.
+    Running,
+    /// `-1 SP PC`: stopped in user space (signal or ptrace stop while computing).
+    UserStopped,
+    /// Blocked (or about to block) in a system call.
+    Blocked(Syscall),
+    /// Not readable (no ptrace rights, or the thread exited).
+    Unknown,
+}
+
+/// A system call with its raw registers and what mphang could decode from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syscall {
+    /// x86_64 syscall number (e.g. 0 read, 1 write, 7 poll, 61 wait4, 202 futex, 219 restart_syscall).
+    pub nr: i64,
+    /// Name of `nr`, e.g. `futex`; `syscall_N` when unknown.
+    pub name: String,
+    /// The six argument registers.
+    pub args: [u64; 6],
+    /// User stack pointer at the time of the call.
+    pub sp: u64,
+    /// User program counter (inside the libc wrapper).
+    pub pc: u64,
+    /// The call decoded from its arguments.
+    pub decoded: Decoded,
+}
+
+/// A decoded system call: the arguments that say what the thread waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Decoded {
+    /// `read`, `readv`, `recvfrom`, `recvmsg`: waits for data on `fd`.
+    Read { fd: i32 },
+    /// `write`, `writev`, `sendto`, `sendmsg`: waits for room on `fd`; `count` bytes pending.
+    Write { fd: i32, count: u64 },
+    /// `poll`/`ppoll`/`pselect6`/`select` on a set of fds. `timeout_ms` None = forever.
+    Poll {
+        fds: Vec<i32>,
+        timeout_ms: Option<i64>,
+        /// pselect6(0, NULL, NULL, NULL, t): how `time.sleep` looks on 3.8–3.10.
+        sleep_only: bool,
+    },
+    /// `epoll_wait`/`epoll_pwait`: `fds` are the watched fds from the epoll fd's fdinfo.
+    EpollWait {
+        epfd: i32,
+        fds: Vec<i32>,
+        timeout_ms: Option<i64>,
+    },
+    /// `futex` wait (or `restart_syscall` of a timed one).
+    Futex(Futex),
+    /// `wait4`/`waitid`: waits for a child to exit. `pid` None = any child.
+    WaitChild { pid: Option<Pid> },
+    /// `nanosleep`, `clock_nanosleep`: a timed sleep.
+    Sleep,
+    /// `accept`/`accept4` on a listening socket.
+    Accept { fd: i32 },
+    /// `pause`, `rt_sigtimedwait`, `rt_sigsuspend`: waits for a signal.
+    Signal,
+    /// `restart_syscall` whose original call could not be told.
+    Restart,
+    /// Anything else.
+    Other,
+}
+
+/// A futex wait decoded per the field guide §1.2 and §3.8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Futex {
+    pub uaddr: u64,
+    /// Raw op (arg 1), e.g. 0x109 SemLock, 0x189 threading lock, 0x80 pthread mutex.
+    pub op: u32,
+    /// Expected value (arg 2): 2 for a contended pthread mutex, 0 for a semaphore.
+    pub val: u32,
+    /// `FUTEX_PRIVATE_FLAG` clear: the word may be shared between processes.
+    pub shared: bool,
+    /// A timeout can end the wait (timed acquire, Event.wait(t), the GIL's 5 ms slices).
+    pub timed: bool,
+    /// Where the futex word lives, from `/proc/PID/maps`.
+    pub region: FutexRegion,
+    /// What the memory at `uaddr` says, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word: Option<FutexWord>,
+}
+
+/// The mapping a futex word lies in; tells a SemLock from a thread lock from the GIL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "region", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FutexRegion {
+    /// A POSIX semaphore in `/dev/shm` (a multiprocessing SemLock): cross-process.
+    SharedSem { key: SemKey },
+    /// On the waiting thread's own stack: the 3.13 parking lot (object at uaddr-8).
+    OwnStack { key: u64 },
+    /// In libpython's (or the python binary's) data: the GIL or a runtime condition.
+    Interpreter,
+    /// Heap or anonymous memory: a `threading` lock, condition waiter or pthread mutex.
+    Heap,
+    /// Some other mapping.
+    Other { path: Option<String> },
+}
+
+/// The first 16 bytes at a futex address, interpreted both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FutexWord {
+    /// `sem_t` value or `pthread_mutex_t.__lock` (low 32 bits at uaddr).
+    pub value: u32,
+    /// `sem_t` waiter count (high 32 bits at uaddr).
+    pub high: u32,
+    /// `pthread_mutex_t.__owner` (i32 at uaddr+8), a TID in the target's PID namespace.
+    pub owner_tid: i32,
+}
+
+impl Futex {
+    /// A glibc pthread mutex wait (`__lll_lock_wait`): op 0x80/0x00 with val 2, or LOCK_PI.
+    pub fn is_mutex(&self) -> bool {
+        let cmd = self.op & 0x7f;
+        (cmd == 0 && self.val == 2) || cmd == 6
+    }
+}
+
+/// Returns the name of an x86_64 syscall number.
+pub fn syscall_name(nr: i64) -> String {
+    let s = match nr {
+        0 => "read",
+        1 => "write",
+        7 => "poll",
+        17 => "pread64",
+        19 => "readv",
+        20 => "writev",
+        23 => "select",
+        34 => "pause",
+        35 => "nanosleep",
+        43 => "accept",
+        44 => "sendto",
+        45 => "recvfrom",
+        46 => "sendmsg",
+        47 => "recvmsg",
+        61 => "wait4",
+        101 => "ptrace",
+        128 => "rt_sigtimedwait",
+        130 => "rt_sigsuspend",
+        202 => "futex",
+        219 => "restart_syscall",
+        230 => "clock_nanosleep",
+        232 => "epoll_wait",
+        247 => "waitid",
+        270 => "pselect6",
+        271 => "ppoll",
+        281 => "epoll_pwait",
+        288 => "accept4",
+        441 => "epoll_pwait2",
+        _ => return format!("syscall_{nr}"),
+    };
+    s.to_string()
+}

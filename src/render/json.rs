@@ -1,0 +1,1 @@
+//! JSON report (`mphang/report/v1`).

@@ -1,0 +1,1 @@
+//! Shared test helpers: the built binary, fixture guards, Python discovery.
