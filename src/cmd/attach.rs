@@ -1,10 +1,63 @@
-//! `mphang attach <pid>`: the live terminal view (issue 5; not yet built).
+//! `mphang attach <pid>`: the live terminal view. Takes a first look before touching the
+//! terminal (so a bad pid or missing permission is an ordinary error), then starts the input
+//! and sampler threads, runs [`crate::tui::run`] on the real terminal, and joins both threads
+//! so that no collection is in flight when it returns.
 
 use crate::cli::AttachArgs;
+use crate::collect::{collect, CollectOptions};
 use crate::error::{Error, Result};
+use crate::model::Pid;
+use crate::render::Report;
+use crate::tui::app::{Action, App};
+use crate::tui::event::{spawn_input_thread, spawn_sampler_thread};
+use crate::tui::{self, Tty};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
-pub fn run(_args: &AttachArgs) -> Result<i32> {
-    Err(Error::Usage(
-        "`mphang attach` is not built yet; use `mphang report <pid>`".into(),
-    ))
+/// Options of each refresh: one look (successive refreshes are compared by the view itself).
+pub fn refresh_options() -> CollectOptions {
+    CollectOptions {
+        looks: 1,
+        ..CollectOptions::default()
+    }
+}
+
+pub fn run(args: &AttachArgs) -> Result<i32> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Error::Terminal("mphang attach needs a terminal".into()));
+    }
+    if args.interval.is_zero() {
+        return Err(Error::Usage("--interval must be more than 0".into()));
+    }
+    let pid = Pid(args.pid);
+    let opts = refresh_options();
+    let first = collect(pid, &opts)?;
+    let save_dir = std::env::current_dir().map_err(|source| Error::Io {
+        context: "reading the current directory".into(),
+        source,
+    })?;
+
+    let mut app = App::new(pid, args.interval, save_dir);
+    app.update(Action::Refresh(Box::new(Report::analyze(first))));
+
+    let mut tty = Tty::enter()?;
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = spawn_input_thread(tx.clone(), Arc::clone(&stop));
+    let sampler = spawn_sampler_thread(
+        move || collect(pid, &opts),
+        tx,
+        Arc::clone(&stop),
+        app.pause_flag(),
+        args.interval,
+    );
+    let result = tui::run(&mut tty.terminal, &rx, &mut app);
+    stop.store(true, Ordering::Relaxed);
+    drop(rx);
+    // Both threads check `stop` at least every 200 ms; the sampler may first finish a look.
+    let _ = input.join();
+    let _ = sampler.join();
+    drop(tty);
+    result.map(|()| crate::cmd::EXIT_OK)
 }

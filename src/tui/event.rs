@@ -1,0 +1,126 @@
+//! The one event stream of the live view and the two threads that feed it: the input thread
+//! (keys, resizes, a slow tick) and the sampler thread (collect + analyse every interval).
+//!
+//! Both threads stop when the shared `stop` flag is set or the receiver is dropped; the caller
+//! joins them so that no collection (and no ptrace) is in flight when `attach` returns.
+
+use crate::error::{Error, Result};
+use crate::model::Snapshot;
+use crate::render::Report;
+use crossterm::event::KeyEvent;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Everything the main loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A key press (Ctrl-C arrives here too: raw mode turns off the signal).
+    Key(KeyEvent),
+    /// The terminal changed size (columns, rows); the next draw uses the new size.
+    Resize(u16, u16),
+    /// A fresh look at the tree, analysed.
+    Report(Box<Report>),
+    /// Nothing happened for a while; redraw anyway.
+    Tick,
+    /// The target process exited (or can no longer be found); the text says how.
+    TargetGone(String),
+    /// One refresh failed; the sampler keeps trying.
+    CollectFailed(String),
+    /// The sampler stopped for good (it panicked).
+    Fatal(String),
+}
+
+/// How often the input thread checks `stop` and sends a [`Event::Tick`].
+pub const TICK: Duration = Duration::from_millis(1000);
+
+/// Reads terminal input with crossterm and forwards it; sends a tick every [`TICK`] without input.
+pub fn spawn_input_thread(tx: Sender<Event>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let poll_step = Duration::from_millis(200);
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let ev = match crossterm::event::poll(poll_step) {
+                Ok(true) => match crossterm::event::read() {
+                    Ok(crossterm::event::Event::Key(k)) => Some(Event::Key(k)),
+                    Ok(crossterm::event::Event::Resize(w, h)) => Some(Event::Resize(w, h)),
+                    Ok(_) => None,
+                    Err(e) => Some(Event::Fatal(format!("reading the terminal failed: {e}"))),
+                },
+                Ok(false) if last_tick.elapsed() >= TICK => {
+                    last_tick = Instant::now();
+                    Some(Event::Tick)
+                }
+                Ok(false) => None,
+                Err(e) => Some(Event::Fatal(format!("reading the terminal failed: {e}"))),
+            };
+            if let Some(ev) = ev {
+                let fatal = matches!(ev, Event::Fatal(_));
+                if tx.send(ev).is_err() || fatal {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Calls `collect` every `interval` (skipping while `paused`), analyses the snapshot and sends it.
+/// A vanished target ends the thread with [`Event::TargetGone`]; other errors are reported and
+/// retried at the next interval.
+pub fn spawn_sampler_thread<F>(
+    mut collect: F,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    interval: Duration,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Result<Snapshot> + Send + 'static,
+{
+    let mut spent = Duration::ZERO;
+    std::thread::spawn(move || loop {
+        // A slow collection eats into the interval instead of adding to it.
+        if !sleep_unless_stopped(interval.saturating_sub(spent), &stop) {
+            return;
+        }
+        if paused.load(Ordering::Relaxed) {
+            spent = Duration::ZERO;
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut collect));
+        let ev = match outcome {
+            Ok(Ok(snap)) => Event::Report(Box::new(Report::analyze(snap))),
+            Ok(Err(Error::NoSuchProcess(pid))) => {
+                let _ = tx.send(Event::TargetGone(format!("process {pid} has exited")));
+                return;
+            }
+            Ok(Err(e)) => Event::CollectFailed(e.to_string()),
+            Err(_) => {
+                let _ = tx.send(Event::Fatal("the collector panicked".into()));
+                return;
+            }
+        };
+        spent = started.elapsed();
+        if stop.load(Ordering::Relaxed) || tx.send(ev).is_err() {
+            return;
+        }
+    })
+}
+
+/// Sleeps `d` in short steps; false when `stop` was set meanwhile.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,209 @@
+//! The findings pane (worst first: pattern, summary, chain, culprit line, fix) and the drilled
+//! view of one finding (the chain walked link by link next to the selected link's stack).
+
+use super::{focused, pane, wrap};
+use crate::analysis::{ChainLink, CodeLine, Finding, Severity};
+use crate::tui::app::{App, Pane};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+fn severity_span(f: &Finding) -> Span<'static> {
+    match f.severity {
+        Severity::Hang => Span::styled(
+            "HANG ",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+        Severity::Warning => Span::styled("WARN ", Style::new().fg(Color::Yellow)),
+    }
+}
+
+/// `3694 main ─wait4(3736)→ 3736 MainThread ─…→ …`
+fn chain_text(chain: &[ChainLink]) -> String {
+    chain
+        .iter()
+        .map(|l| format!("{} {} ─{}→", l.thread.pid, l.name, l.waits_on))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn culprit_text(c: &CodeLine) -> String {
+    let base = c.file.rsplit('/').next().unwrap_or(&c.file);
+    format!(
+        "{base}:{} in {} (pid {}, thread {})",
+        c.line, c.function, c.pid, c.tid
+    )
+}
+
+pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let is_focused = focused(app, Pane::Findings);
+    let findings = app.findings();
+    let block = pane(format!("Findings ({})", findings.len()), is_focused);
+    if findings.is_empty() {
+        let msg = if app.report.is_none() {
+            "waiting for the first look…"
+        } else {
+            "nothing proven stuck: no hang found in this look"
+        };
+        let p = Paragraph::new(Span::styled(msg, Style::new().fg(Color::DarkGray))).block(block);
+        frame.render_widget(p, area);
+        return;
+    }
+    let width = area.width.saturating_sub(3) as usize;
+    let label = Style::new().fg(Color::DarkGray);
+    let items: Vec<ListItem> = findings
+        .iter()
+        .map(|f| {
+            let mut lines = vec![Line::from(vec![
+                severity_span(f),
+                Span::styled(f.pattern.clone(), Style::new().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    format!("  pids {}", join(f.pids.iter())),
+                    Style::new().fg(Color::Magenta),
+                ),
+            ])];
+            for l in wrap(&f.summary, width, "  ") {
+                lines.push(Line::from(format!("  {}", l.trim_start())));
+            }
+            let mut field = |name: &str, text: String, style: Style| {
+                for (i, l) in wrap(&format!("{name}: {text}"), width, "      ")
+                    .into_iter()
+                    .enumerate()
+                {
+                    let (head, rest) = match l.split_once(": ") {
+                        Some((h, r)) if i == 0 => (format!("  {h}: "), r.to_string()),
+                        _ => ("  ".to_string(), l),
+                    };
+                    lines.push(Line::from(vec![
+                        Span::styled(head, label),
+                        Span::styled(rest, style),
+                    ]));
+                }
+            };
+            if !f.chain.is_empty() {
+                field("chain", chain_text(&f.chain), Style::new());
+            }
+            if let Some(c) = &f.culprit {
+                field("culprit", culprit_text(c), Style::new().fg(Color::Yellow));
+            }
+            if !f.fix.is_empty() {
+                field("fix", f.fix.clone(), Style::new().fg(Color::Green));
+            }
+            lines.push(Line::from(""));
+            ListItem::new(Text::from(lines))
+        })
+        .collect();
+    let list = List::new(items)
+        .block(block)
+        .highlight_symbol("▌")
+        .highlight_style(if is_focused {
+            Style::new().bg(Color::Rgb(40, 40, 60))
+        } else {
+            Style::new()
+        });
+    let mut state = ListState::default().with_selected(Some(app.finding));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+/// The drilled view of the selected finding; `link` is the selected chain link.
+pub(super) fn draw_detail(app: &App, frame: &mut Frame, area: Rect, link: usize) {
+    let Some(f) = app.selected_finding() else {
+        return;
+    };
+    frame.render_widget(Clear, area);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
+    let label = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
+    let mut lines = vec![
+        Line::from(vec![
+            severity_span(f),
+            Span::styled(f.pattern.clone(), Style::new().add_modifier(Modifier::BOLD)),
+        ]),
+        Line::from(f.summary.clone()),
+        Line::from(""),
+        Line::from(Span::styled(
+            "Wait chain (↑↓ walks it; its stack is on the right)",
+            label,
+        )),
+    ];
+    for (i, l) in f.chain.iter().enumerate() {
+        let selected = i == link;
+        let style = if selected {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new()
+        };
+        let line = app
+            .report
+            .as_ref()
+            .and_then(|r| r.verdict(l.thread))
+            .map(|v| v.line.clone());
+        lines.push(Line::from(vec![
+            Span::raw(if selected { "▶ " } else { "  " }),
+            Span::styled(
+                format!("{}/{} {}", l.thread.pid, l.thread.tid, l.name),
+                style,
+            ),
+            Span::styled(
+                format!("  waits on {}", l.waits_on),
+                Style::new().fg(Color::Cyan),
+            ),
+        ]));
+        if let Some(line) = line {
+            lines.push(Line::from(Span::styled(
+                format!("      {line}"),
+                Style::new().fg(Color::Gray),
+            )));
+        }
+    }
+    lines.push(Line::from(""));
+    if let Some(c) = &f.culprit {
+        lines.push(Line::from(vec![
+            Span::styled("Culprit: ", label),
+            Span::styled(culprit_text(c), Style::new().fg(Color::Yellow)),
+        ]));
+    }
+    if !f.fix.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("Fix: ", label),
+            Span::styled(f.fix.clone(), Style::new().fg(Color::Green)),
+        ]));
+    }
+    if !f.user_lines.is_empty() {
+        lines.push(Line::from(Span::styled("User code involved:", label)));
+        for c in &f.user_lines {
+            lines.push(Line::from(format!("  {}", culprit_text(c))));
+        }
+    }
+    if !f.evidence.is_empty() {
+        lines.push(Line::from(Span::styled("Evidence:", label)));
+        for e in &f.evidence {
+            lines.push(Line::from(format!("  • {e}")));
+        }
+    }
+    if !f.doc.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("More: ", label),
+            Span::raw(f.doc.clone()),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        "Esc or Enter to close",
+        Style::new().fg(Color::DarkGray),
+    )));
+    let p = Paragraph::new(lines)
+        .block(pane(
+            format!("Finding {} of {}", app.finding + 1, app.findings().len()),
+            true,
+        ))
+        .wrap(Wrap { trim: false });
+    frame.render_widget(p, left);
+    super::stack::draw(app, frame, right, true);
+}
+
+fn join<T: std::fmt::Display>(it: impl Iterator<Item = T>) -> String {
+    it.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,127 @@
+//! The stack pane: the selected thread's Python frames merged with its native frames (when
+//! native sampling ran), innermost first, with the innermost user-code frame highlighted.
+
+use super::pane;
+use crate::model::{NativeFrame, ThreadSnap};
+use crate::tui::app::App;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+/// One line of a merged stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackLine {
+    /// A native frame (C, libc, the interpreter loop).
+    Native(String),
+    /// A Python frame; `user` marks the innermost frame of user code.
+    Python { text: String, user: bool },
+}
+
+/// Merges the two stacks of a thread, innermost first: the native frames above the first
+/// interpreter-loop frame, then the Python frames, then the native frames below the last
+/// interpreter-loop frame (`main`, `start_thread`). The interpreter-loop frames in between are
+/// what the Python frames stand for, so they are left out.
+pub fn merged(t: &ThreadSnap) -> Vec<StackLine> {
+    let py: Vec<StackLine> = match &t.py {
+        Some(p) => {
+            let user = p.frames.iter().position(|f| f.is_user_code());
+            p.frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| StackLine::Python {
+                    text: format!("{} ({})", f.function, f.short_location()),
+                    user: Some(i) == user,
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let Some(native) = &t.native else {
+        return py;
+    };
+    let is_eval = |f: &NativeFrame| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n.contains("_PyEval_EvalFrame") || n.contains("PyEval_EvalFrameEx"))
+    };
+    let first = native.iter().position(is_eval);
+    let last = native.iter().rposition(is_eval);
+    let mut out = Vec::new();
+    match (first, last) {
+        (Some(a), Some(b)) => {
+            out.extend(native[..a].iter().map(native_line));
+            out.extend(py);
+            out.extend(native[b + 1..].iter().map(native_line));
+        }
+        _ => {
+            out.extend(native.iter().map(native_line));
+            out.extend(py);
+        }
+    }
+    out
+}
+
+fn native_line(f: &NativeFrame) -> StackLine {
+    let func = f
+        .function
+        .clone()
+        .unwrap_or_else(|| format!("{:#x}", f.addr));
+    let module = f
+        .module
+        .as_deref()
+        .map(|m| m.rsplit('/').next().unwrap_or(m));
+    StackLine::Native(match module {
+        Some(m) => format!("{func} ({m})"),
+        None => func,
+    })
+}
+
+/// Draws the stack of [`App::stack_thread`] into `area`.
+pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
+    let r = app.stack_thread();
+    let t = r.and_then(|r| app.thread(r));
+    let title = match (r, t) {
+        (Some(r), Some(t)) => format!(
+            "Stack of {}/{} {} (innermost first)",
+            r.pid,
+            r.tid,
+            t.display_name()
+        ),
+        _ => "Stack".into(),
+    };
+    let mut lines: Vec<Line> = Vec::new();
+    match t {
+        None => lines.push(Line::from(Span::styled(
+            "no thread selected",
+            Style::new().fg(Color::DarkGray),
+        ))),
+        Some(t) => {
+            let merged = merged(t);
+            if merged.is_empty() {
+                lines.push(Line::from(Span::styled(
+                    "no stack: not a Python thread mphang could read, and no native stack",
+                    Style::new().fg(Color::DarkGray),
+                )));
+            }
+            for l in merged {
+                lines.push(match l {
+                    StackLine::Native(s) => Line::from(Span::styled(
+                        format!("  [native] {s}"),
+                        Style::new().fg(Color::DarkGray),
+                    )),
+                    StackLine::Python { text, user: true } => Line::from(Span::styled(
+                        format!("▶ {text}"),
+                        Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+                    )),
+                    StackLine::Python { text, user: false } => Line::from(format!("  {text}")),
+                });
+            }
+        }
+    }
+    let p = Paragraph::new(lines)
+        .block(pane(title, focused))
+        .wrap(Wrap { trim: false });
+    frame.render_widget(p, area);
+}
