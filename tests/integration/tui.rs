@@ -1,1 +1,330 @@
-//! Integration tests: tui.
+//! Integration tests: the live view. Snapshots of the screen drawn on ratatui's `TestBackend`
+//! from a hand-made join-before-drain report, key-driven state tests, the event threads, and
+//! (in `tui/tmux.rs`) one end-to-end run of `mphang attach` in a real terminal under tmux.
+
+mod demo;
+mod tmux;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use mphang::model::{GoneProcess, Pid, Snapshot, ThreadRef, Tid};
+use mphang::tui::app::{Action, App, Overlay, Pane};
+use mphang::tui::event::{spawn_sampler_thread, Event};
+use mphang::tui::history::Status;
+use mphang::tui::{action_for, keymap, run, view};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+const W: u16 = 140;
+const H: u16 = 42;
+
+fn key(c: char) -> Action {
+    keymap::action(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)).expect("bound key")
+}
+
+fn code(k: KeyCode) -> Action {
+    keymap::action(KeyEvent::new(k, KeyModifiers::NONE)).expect("bound key")
+}
+
+/// An app that has seen the demo report twice, five minutes apart (nothing moved).
+fn demo_app() -> App {
+    let mut app = App::new(demo::PARENT, Duration::from_secs(1), std::env::temp_dir());
+    app.update(Action::Refresh(Box::new(demo::report(0))));
+    app.update(Action::Refresh(Box::new(demo::report(300_000))));
+    app
+}
+
+fn screen(app: &App) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(W, H)).expect("test terminal");
+    terminal
+        .draw(|f| view::draw(app, f))
+        .expect("draw on the test backend");
+    terminal.backend().to_string()
+}
+
+#[test]
+fn main_screen() {
+    let mut app = demo_app();
+    app.update(key('j')); // the child: its feeder thread is blocked writing the pipe
+    let s = screen(&app);
+    assert!(s.contains("[pipe write, 5 minutes]"), "{s}");
+    assert!(s.contains("join_before_drain"), "{s}");
+    insta::assert_snapshot!("tui_main_screen", s);
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = demo_app();
+    app.update(key('?'));
+    assert_eq!(app.overlay, Overlay::Help);
+    insta::assert_snapshot!("tui_help_overlay", screen(&app));
+    app.update(key('?'));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn finding_drilled_into() {
+    let mut app = demo_app();
+    app.update(code(KeyCode::Tab));
+    app.update(code(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Findings);
+    app.update(code(KeyCode::Enter));
+    assert_eq!(app.overlay, Overlay::Finding { link: 0 });
+    // The culprit's thread is selected, so closing the finding leaves it in view.
+    assert_eq!(app.selected_pid, Some(demo::PARENT));
+    // Walk the chain to the feeder: its merged stack (native + Python) is shown.
+    app.update(key('j'));
+    app.update(key('j'));
+    assert_eq!(
+        app.stack_thread(),
+        Some(ThreadRef {
+            pid: demo::CHILD,
+            tid: demo::FEEDER
+        })
+    );
+    let s = screen(&app);
+    assert!(s.contains("__GI___libc_write"), "{s}");
+    insta::assert_snapshot!("tui_finding_drilled", s);
+    app.update(code(KeyCode::Esc));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn j_k_move_the_selection_in_the_focused_pane() {
+    let mut app = demo_app();
+    assert_eq!(app.focus, Pane::Tree);
+    assert_eq!(app.selected_pid, Some(demo::PARENT));
+    app.update(key('j'));
+    assert_eq!(app.selected_pid, Some(demo::CHILD));
+    assert_eq!(app.selected_tid, Some(Tid(demo::CHILD.0)));
+    app.update(code(KeyCode::Down)); // clamps at the last row
+    assert_eq!(app.selected_pid, Some(demo::CHILD));
+    app.update(code(KeyCode::Tab));
+    app.update(key('j'));
+    assert_eq!(app.selected_tid, Some(demo::FEEDER));
+    app.update(key('k'));
+    assert_eq!(app.selected_tid, Some(Tid(demo::CHILD.0)));
+    app.update(code(KeyCode::BackTab));
+    app.update(code(KeyCode::Up));
+    assert_eq!(app.selected_pid, Some(demo::PARENT));
+}
+
+#[test]
+fn tab_cycles_panes() {
+    let mut app = demo_app();
+    let mut seen = vec![app.focus];
+    for _ in 0..3 {
+        app.update(code(KeyCode::Tab));
+        seen.push(app.focus);
+    }
+    assert_eq!(
+        seen,
+        [Pane::Tree, Pane::Threads, Pane::Findings, Pane::Tree]
+    );
+    app.update(code(KeyCode::BackTab));
+    assert_eq!(app.focus, Pane::Findings);
+}
+
+#[test]
+fn p_pauses_refreshing() {
+    let mut app = demo_app();
+    let flag = app.pause_flag();
+    app.update(key('p'));
+    assert!(app.paused);
+    assert!(
+        flag.load(Ordering::Relaxed),
+        "the sampler is told to stop collecting"
+    );
+    app.update(Action::Refresh(Box::new(demo::report(600_000))));
+    assert_eq!(
+        app.history.refreshes, 2,
+        "a report arriving while paused is ignored"
+    );
+    assert!(screen(&app).contains("PAUSED"));
+    app.update(key('p'));
+    assert!(!app.paused && !flag.load(Ordering::Relaxed));
+    app.update(Action::Refresh(Box::new(demo::report(600_000))));
+    assert_eq!(app.history.refreshes, 3);
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mphang-tui-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+#[test]
+fn s_saves_a_loadable_snapshot() {
+    let dir = temp_dir("save");
+    let mut app = App::new(demo::PARENT, Duration::from_secs(1), dir.clone());
+    app.update(key('s'));
+    assert!(app
+        .status
+        .as_deref()
+        .is_some_and(|s| s.contains("nothing to save")));
+    app.update(Action::Refresh(Box::new(demo::report(0))));
+    app.update(key('s'));
+    let path = dir.join("mphang-3694-20251121-060101.json");
+    let text = std::fs::read_to_string(&path).expect("saved file");
+    let back: Snapshot = serde_json::from_str(&text).expect("a snapshot `report --from` reads");
+    assert_eq!(back, demo::snapshot(0));
+    assert!(
+        screen(&app).contains("saved "),
+        "the status line names the file"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn exited_processes_stay_visible_marked_gone() {
+    let mut app = demo_app();
+    let mut r = demo::report(301_000);
+    r.snapshot.processes.retain(|p| p.pid != demo::CHILD);
+    r.threads.retain(|v| v.thread.pid != demo::CHILD);
+    r.findings.clear();
+    r.hang = false;
+    r.snapshot.gone.push(GoneProcess {
+        pid: demo::CHILD,
+        ppid: Some(demo::PARENT),
+        cmdline: vec!["python3".into()],
+        ended: Some("signal 9 (SIGKILL)".into()),
+        ended_at_ms: None,
+    });
+    app.update(Action::Refresh(Box::new(r)));
+    assert_eq!(
+        app.history.status(demo::CHILD, app.report.as_ref()),
+        Status::Gone
+    );
+    assert_eq!(app.rows.len(), 2);
+    app.update(key('j')); // a gone process can still be selected, its last threads shown
+    let s = screen(&app);
+    assert!(s.contains("gone: signal 9 (SIGKILL)"), "{s}");
+    assert!(s.contains("QueueFeederThread"), "{s}");
+}
+
+#[test]
+fn cpu_percent_comes_from_tick_deltas() {
+    let mut app = App::new(demo::PARENT, Duration::from_secs(1), std::env::temp_dir());
+    app.update(Action::Refresh(Box::new(demo::report(0))));
+    let mut r = demo::report(2_000);
+    r.snapshot.processes[0].cpu_ticks += 50; // 0.5 s of CPU in 2 s = 25 %
+    app.update(Action::Refresh(Box::new(r)));
+    let cpu = app.history.process(demo::PARENT).and_then(|t| t.cpu_pct);
+    assert!(cpu.is_some_and(|c| (c - 25.0).abs() < 0.01), "{cpu:?}");
+}
+
+#[test]
+fn a_thread_that_moves_restarts_its_blocked_time() {
+    let mut app = demo_app();
+    let feeder = ThreadRef {
+        pid: demo::CHILD,
+        tid: demo::FEEDER,
+    };
+    assert_eq!(app.history.blocked_for_ms(feeder), Some(300_000));
+    let mut r = demo::report(301_000);
+    if let Some(py) = r.snapshot.processes[1].threads[1].py.as_mut() {
+        py.frames[0].line += 1;
+    }
+    app.update(Action::Refresh(Box::new(r)));
+    assert_eq!(app.history.blocked_for_ms(feeder), Some(0));
+    assert_eq!(app.history.idle_ms(demo::CHILD), Some(0));
+    assert_eq!(app.history.idle_ms(demo::PARENT), Some(301_000));
+}
+
+#[test]
+fn target_exit_keeps_the_last_state_until_q() {
+    let (tx, rx) = mpsc::channel();
+    let mut app = demo_app();
+    let mut terminal = Terminal::new(TestBackend::new(W, H)).expect("test terminal");
+    tx.send(Event::TargetGone("process 3694 has exited".into()))
+        .expect("send");
+    tx.send(Event::Tick).expect("send");
+    drop(tx);
+    run(&mut terminal, &rx, &mut app).expect("loop ends when the senders are gone");
+    let s = terminal.backend().to_string();
+    assert!(
+        s.contains("process 3694 has exited; showing the last state"),
+        "{s}"
+    );
+    assert!(
+        s.contains("join_before_drain"),
+        "the last findings stay: {s}"
+    );
+    assert!(!app.quit);
+}
+
+#[test]
+fn the_loop_redraws_on_resize_and_quits_on_ctrl_c() {
+    let (tx, rx) = mpsc::channel();
+    let mut app = demo_app();
+    let mut terminal = Terminal::new(TestBackend::new(W, H)).expect("test terminal");
+    tx.send(Event::Key(KeyEvent::new(
+        KeyCode::Char('j'),
+        KeyModifiers::NONE,
+    )))
+    .expect("send");
+    terminal.backend_mut().resize(100, 30);
+    tx.send(Event::Resize(100, 30)).expect("send");
+    tx.send(Event::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )))
+    .expect("send");
+    tx.send(Event::Key(KeyEvent::new(
+        KeyCode::Char('k'),
+        KeyModifiers::NONE,
+    )))
+    .expect("send");
+    run(&mut terminal, &rx, &mut app).expect("run");
+    assert!(app.quit);
+    assert_eq!(
+        app.selected_pid,
+        Some(demo::CHILD),
+        "keys after the quit are not handled"
+    );
+    assert_eq!(terminal.backend().buffer().area.width, 100);
+    let s = terminal.backend().to_string();
+    assert!(s.contains("Processes"), "{s}");
+}
+
+#[test]
+fn sampler_sends_reports_then_target_gone() {
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(false));
+    let mut calls = 0;
+    let handle = spawn_sampler_thread(
+        move || {
+            calls += 1;
+            if calls <= 2 {
+                Ok(demo::snapshot(calls * 1000))
+            } else {
+                Err(mphang::Error::NoSuchProcess(Pid(3694)))
+            }
+        },
+        tx,
+        Arc::clone(&stop),
+        paused,
+        Duration::from_millis(10),
+    );
+    let events: Vec<Event> = rx.iter().collect();
+    handle.join().expect("sampler thread");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(events[0], Event::Report(_)));
+    assert!(matches!(&events[2], Event::TargetGone(m) if m.contains("3694")));
+    let mut app = demo_app();
+    for ev in events {
+        if let Some(a) = action_for(ev) {
+            app.update(a);
+        }
+    }
+    assert!(app.target_gone.is_some());
+    assert_eq!(
+        app.history.status(demo::PARENT, app.report.as_ref()),
+        Status::Gone
+    );
+}

@@ -51,7 +51,8 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(p, area);
         return;
     }
-    let width = area.width.saturating_sub(3) as usize;
+    // Borders and the highlight symbol take 3 columns, the item indent 2 more.
+    let width = area.width.saturating_sub(5) as usize;
     let label = Style::new().fg(Color::DarkGray);
     let items: Vec<ListItem> = findings
         .iter()
@@ -152,10 +153,13 @@ pub(super) fn draw_detail(app: &App, frame: &mut Frame, area: Rect, link: usize)
             ),
         ]));
         if let Some(line) = line {
-            lines.push(Line::from(Span::styled(
-                format!("      {line}"),
-                Style::new().fg(Color::Gray),
-            )));
+            let width = left.width.saturating_sub(8) as usize;
+            for l in wrap(&line, width, "") {
+                lines.push(Line::from(Span::styled(
+                    format!("      {l}"),
+                    Style::new().fg(Color::Gray),
+                )));
+            }
         }
     }
     lines.push(Line::from(""));

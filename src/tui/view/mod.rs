@@ -54,7 +54,11 @@ fn draw_header(app: &App, frame: &mut Frame, area: Rect) {
     )];
     let sep = || Span::styled(" │ ", Style::new().fg(Color::DarkGray));
     if let Some(r) = &app.report {
-        let alive = app.rows.len();
+        let alive = app
+            .rows
+            .iter()
+            .filter(|(p, _)| app.history.process(*p).is_some_and(|t| t.gone.is_none()))
+            .count();
         spans.push(sep());
         spans.push(Span::raw(format!(
             "{alive} process{}",

@@ -16,7 +16,11 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let title = match app.selected_pid.and_then(|p| app.history.process(p)) {
         Some(track) => {
             let role = track.last.as_ref().map_or("?", |p| p.role.label());
-            let gone = if track.gone.is_some() { ", gone" } else { "" };
+            let gone = match &track.gone {
+                Some(Some(ended)) => format!(", gone: {ended}"),
+                Some(None) => ", gone".to_string(),
+                None => String::new(),
+            };
             format!("Threads of {} ({role}{gone})", track.pid)
         }
         None => "Threads".into(),
@@ -71,7 +75,7 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 None => fallback_line(t),
             };
             let mut lines = vec![Line::from(first)];
-            for l in super::wrap(&detail, width.saturating_sub(4), "    ")
+            for l in super::wrap(&detail, width.saturating_sub(4), "")
                 .into_iter()
                 .take(2)
             {
