@@ -45,16 +45,21 @@ impl Error {
     /// One sentence telling the user what to do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::NoSuchProcess(_) => {
-                Some("check the pid with `ps -ef` or `pgrep -f yourscript`; it may have exited".into())
+            Error::NoSuchProcess(_) => Some(
+                "check the pid with `ps -ef` or `pgrep -f yourscript`; it may have exited".into(),
+            ),
+            Error::NotAUserProcess(_) => {
+                Some("name the pid of a Python process (`pgrep -f python`)".into())
             }
-            Error::NotAUserProcess(_) => Some("name the pid of a Python process (`pgrep -f python`)".into()),
             Error::PermissionDenied { .. } => Some(crate::collect::perms::remedy()),
             Error::BadSnapshot { .. } => Some(
-                "pass a file written by `mphang report --save FILE` or `mphang report --json`".into(),
+                "pass a file written by `mphang report --save FILE` or `mphang report --json`"
+                    .into(),
             ),
             Error::ReadInput { .. } => Some("check the path and that you can read it".into()),
-            Error::Terminal(_) => Some("use `mphang report <pid>` where there is no terminal".into()),
+            Error::Terminal(_) => {
+                Some("use `mphang report <pid>` where there is no terminal".into())
+            }
             _ => None,
         }
     }

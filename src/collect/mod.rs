@@ -1,10 +1,31 @@
 //! Collection: reads a live process tree into a [`Snapshot`]. The only module that touches the OS.
+//!
+//! Order: check the root -> walk the tree -> read every process in parallel (/proc, fds, maps,
+//! decoded syscalls with their futex words and poll sets) -> Python stacks (py-spy, discovery
+//! shared across forked children) -> pipes (fill), unix sockets (peers), semaphores (value,
+//! holders on demand) -> roles -> later looks for progress. A process that vanishes or refuses
+//! becomes a diagnostic, never an abort.
 
+pub mod decode;
+pub mod fds;
+pub mod memory;
 pub mod perms;
+pub mod procfs;
+pub mod python;
+pub mod sems;
+pub mod sockdiag;
+pub mod tree;
 
-use crate::error::Result;
-use crate::model::{Pid, Snapshot};
-use std::time::Duration;
+use crate::error::{Error, Result};
+use crate::model::{
+    DiagKind, Diagnostic, FdKind, FutexRegion, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap,
+    Role, SemKey, SemMapping, SemaphoreSnap, Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap,
+    Tid, SCHEMA,
+};
+use procfs::MapEntry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// How to collect.
 #[derive(Debug, Clone)]
@@ -15,6 +36,8 @@ pub struct CollectOptions {
     pub interval: Duration,
     /// Read Python stacks with py-spy.
     pub python: bool,
+    /// More trees to include (e.g. orphans reparented to `mphang run`, a subreaper).
+    pub extra_roots: Vec<Pid>,
 }
 
 impl Default for CollectOptions {
@@ -23,11 +46,632 @@ impl Default for CollectOptions {
             looks: 2,
             interval: Duration::from_millis(500),
             python: true,
+            extra_roots: Vec::new(),
         }
     }
 }
 
-/// Collects the tree rooted at `root`.
-pub fn collect(_root: Pid, _opts: &CollectOptions) -> Result<Snapshot> {
-    Err(crate::error::Error::Usage("not built".into()))
+/// Everything read about one process before Python and cross-process joins.
+struct Raw {
+    snap: ProcessSnap,
+    maps: Vec<MapEntry>,
+    diags: Vec<Diagnostic>,
+}
+
+fn diag(pid: i32, stage: Stage, err: &std::io::Error) -> Diagnostic {
+    let kind = match err.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => DiagKind::Gone,
+        Some(libc::EACCES) | Some(libc::EPERM) => DiagKind::PermissionDenied,
+        _ => DiagKind::Failed,
+    };
+    Diagnostic {
+        pid: Some(Pid(pid)),
+        tid: None,
+        stage,
+        kind,
+        message: err.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks that `root` is a user process mphang may read; the errors of `report <pid>`.
+pub fn check_root(root: Pid) -> Result<()> {
+    if root.0 <= 0 {
+        return Err(Error::NotAUserProcess(root));
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{}/stat", root.0)) {
+        Ok(s) => s,
+        Err(_) => return Err(Error::NoSuchProcess(root)),
+    };
+    let st = procfs::parse_stat(&stat).ok_or(Error::NoSuchProcess(root))?;
+    if st.flags & procfs::PF_KTHREAD != 0 || root.0 == 2 || st.ppid == 2 {
+        return Err(Error::NotAUserProcess(root));
+    }
+    if st.state == 'Z' {
+        return Err(Error::NoSuchProcess(root));
+    }
+    match std::fs::read_to_string(format!("/proc/{}/syscall", root.0)) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            let uid = std::fs::read_to_string(format!("/proc/{}/status", root.0))
+                .ok()
+                .and_then(|s| procfs::parse_status(&s).uid);
+            Err(Error::PermissionDenied {
+                pid: root,
+                why: perms::explain(uid),
+            })
+        }
+        Err(_) => Err(Error::NoSuchProcess(root)),
+    }
+}
+
+/// Runs `f` over `items` on up to `workers` threads, keeping order.
+fn par_map<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let mut slots: Vec<Option<R>> = Vec::with_capacity(items.len());
+    slots.resize_with(items.len(), || None);
+    let slots = std::sync::Mutex::new(slots);
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut sl) = slots.lock() {
+                    sl[i] = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// Collects the tree rooted at `root` (plus `opts.extra_roots`).
+pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
+    check_root(root)?;
+    let started = Instant::now();
+    let taken_at_ms = now_ms();
+    let mut roots = vec![root.0];
+    roots.extend(opts.extra_roots.iter().map(|p| p.0));
+    let pids = tree::walk(&roots);
+    let n = workers();
+
+    let raws = par_map(&pids, n, |&pid| read_process(pid));
+    let mut diagnostics = Vec::new();
+    let mut gone = Vec::new();
+    let mut procs: Vec<Raw> = Vec::new();
+    for (pid, r) in pids.iter().zip(raws) {
+        match r {
+            Ok(raw) => procs.push(raw),
+            Err(d) => {
+                if d.kind == DiagKind::Gone {
+                    gone.push(GoneProcess {
+                        pid: Pid(*pid),
+                        ppid: None,
+                        cmdline: Vec::new(),
+                        ended: None,
+                        ended_at_ms: None,
+                    });
+                }
+                diagnostics.push(d);
+            }
+        }
+    }
+
+    if opts.python {
+        add_python(&mut procs, n);
+    }
+    for r in &mut procs {
+        diagnostics.append(&mut r.diags);
+    }
+
+    let pipe_refs = pipe_refs(&procs);
+    let mut pipes: Vec<PipeSnap> = pipe_refs
+        .iter()
+        .map(|(inode, (pid, fd))| fds::query_pipe(*pid, *fd, *inode))
+        .collect();
+
+    if procs.iter().any(|r| {
+        r.snap
+            .fds
+            .iter()
+            .any(|f| matches!(f.kind, FdKind::Socket { .. }))
+    }) {
+        match sockdiag::dump_unix() {
+            Ok(all) => upgrade_sockets(&mut procs, &all),
+            Err(e) => diagnostics.push(Diagnostic {
+                pid: None,
+                tid: None,
+                stage: Stage::SockDiag,
+                kind: DiagKind::Failed,
+                message: format!("unix socket peers unavailable: {e}"),
+            }),
+        }
+    }
+
+    let semaphores = semaphores(&procs);
+    assign_roles(&mut procs, root.0);
+
+    let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
+    let collect_ms = started.elapsed().as_millis() as u64;
+
+    let looks = opts.looks.max(1);
+    let first_done = Instant::now();
+    for _ in 1..looks {
+        std::thread::sleep(opts.interval);
+        let after_ms = first_done.elapsed().as_millis() as u64;
+        later_look(&mut processes, after_ms);
+        for p in &mut pipes {
+            let again = pipe_refs
+                .get(&p.inode)
+                .map(|(pid, fd)| fds::query_pipe(*pid, *fd, p.inode).buffered)
+                .unwrap_or(None);
+            p.later_buffered.push(again);
+        }
+    }
+
+    Ok(Snapshot {
+        schema: SCHEMA.to_string(),
+        mphang_version: env!("CARGO_PKG_VERSION").to_string(),
+        taken_at_ms,
+        root,
+        clock_ticks: clock_ticks(),
+        looks,
+        interval_ms: opts.interval.as_millis() as u64,
+        collect_ms,
+        processes,
+        pipes,
+        semaphores,
+        gone,
+        diagnostics,
+    })
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+fn read_text(path: &str) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// Reads one process: /proc files, threads with decoded syscalls, fds, maps.
+fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
+    let base = format!("/proc/{pid}");
+    let stat_text =
+        read_text(&format!("{base}/stat")).map_err(|e| diag(pid, Stage::Process, &e))?;
+    let st = procfs::parse_stat(&stat_text).ok_or_else(|| Diagnostic {
+        pid: Some(Pid(pid)),
+        tid: None,
+        stage: Stage::Process,
+        kind: DiagKind::Failed,
+        message: "unparsable stat".into(),
+    })?;
+    let mut diags = Vec::new();
+    let status = read_text(&format!("{base}/status"))
+        .map(|s| procfs::parse_status(&s))
+        .unwrap_or_default();
+    let cmdline: Vec<String> = std::fs::read(format!("{base}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let exe = std::fs::read_link(format!("{base}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let nofile_limit = read_text(&format!("{base}/limits"))
+        .ok()
+        .and_then(|s| procfs::parse_nofile_limit(&s));
+    let maps = match read_text(&format!("{base}/maps")) {
+        Ok(t) => procfs::parse_maps(&t),
+        Err(e) => {
+            diags.push(diag(pid, Stage::Maps, &e));
+            Vec::new()
+        }
+    };
+    let fd_list = match fds::read_fds(pid) {
+        Ok(f) => f,
+        Err(e) => {
+            diags.push(diag(pid, Stage::Fds, &e));
+            Vec::new()
+        }
+    };
+    let ctx = decode::DecodeCtx {
+        pid,
+        maps: &maps,
+        exe: exe.as_deref(),
+    };
+    let mut threads = Vec::new();
+    let mut syscall_denied = false;
+    if let Ok(rd) = std::fs::read_dir(format!("{base}/task")) {
+        let mut tids: Vec<i32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        for tid in tids {
+            let tb = format!("{base}/task/{tid}");
+            let Some(tst) = read_text(&format!("{tb}/stat"))
+                .ok()
+                .and_then(|s| procfs::parse_stat(&s))
+            else {
+                continue; // exited meanwhile
+            };
+            let wchan = read_text(&format!("{tb}/wchan"))
+                .ok()
+                .and_then(|w| procfs::clean_wchan(&w));
+            let syscall = match read_text(&format!("{tb}/syscall")) {
+                Ok(s) => procfs::parse_syscall(&s)
+                    .map(|raw| decode::decode(&ctx, &raw, wchan.as_deref()))
+                    .unwrap_or(SyscallState::Unknown),
+                Err(e) => {
+                    if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+                        syscall_denied = true;
+                    }
+                    SyscallState::Unknown
+                }
+            };
+            threads.push(ThreadSnap {
+                tid: Tid(tid),
+                comm: tst.comm,
+                state: tst.state,
+                wchan,
+                syscall,
+                cpu_ticks: tst.utime + tst.stime,
+                py: None,
+                native: None,
+                later: Vec::new(),
+            });
+        }
+    }
+    if syscall_denied {
+        diags.push(Diagnostic {
+            pid: Some(Pid(pid)),
+            tid: None,
+            stage: Stage::Threads,
+            kind: DiagKind::PermissionDenied,
+            message: format!(
+                "syscalls unreadable: {}; showing state and wchan only",
+                perms::explain(status.uid)
+            ),
+        });
+    }
+    let sem_maps = maps
+        .iter()
+        .filter(|m| m.is_semaphore())
+        .map(|m| SemMapping {
+            key: sems::key_of(m),
+            start: m.start,
+            end: m.end,
+            path: m.path.clone(),
+        })
+        .collect();
+    let ns_pid = match status.nspid.as_slice() {
+        [_, .., last] if *last != pid => Some(*last),
+        _ => None,
+    };
+    Ok(Raw {
+        snap: ProcessSnap {
+            pid: Pid(pid),
+            ppid: Pid(st.ppid),
+            ns_pid,
+            comm: st.comm,
+            cmdline,
+            exe,
+            uid: status.uid,
+            state: st.state,
+            start_ticks: st.start_ticks,
+            cpu_ticks: st.utime + st.stime,
+            num_threads: st.num_threads,
+            nofile_limit,
+            fd_count: fd_list.len(),
+            python_version: None,
+            role: Role::Python,
+            threads,
+            fds: fd_list,
+            sem_maps,
+        },
+        maps,
+        diags,
+    })
+}
+
+/// A key equal for processes that share an address layout: exe plus the load addresses of the
+/// exe and libpython. Forked (not exec'd) children match their parent.
+fn layout_key(r: &Raw) -> Option<String> {
+    let exe = r.snap.exe.as_deref()?;
+    let exe_start = r.maps.iter().find(|m| m.path == exe).map(|m| m.start)?;
+    let lib = r
+        .maps
+        .iter()
+        .find(|m| m.path.contains("libpython"))
+        .map(|m| m.start)
+        .unwrap_or(0);
+    Some(format!("{exe}@{exe_start:x}/{lib:x}"))
+}
+
+fn looks_like_python(r: &Raw) -> bool {
+    r.maps.iter().any(|m| {
+        let base = m.path.rsplit('/').next().unwrap_or("");
+        base.starts_with("python") || base.starts_with("libpython")
+    }) || (r.maps.is_empty()
+        && r.snap
+            .exe
+            .as_deref()
+            .is_some_and(|e| e.rsplit('/').next().unwrap_or("").starts_with("python")))
+}
+
+fn add_python(procs: &mut [Raw], workers: usize) {
+    let mut targets = Vec::new();
+    for r in procs.iter_mut() {
+        if r.snap.state == 'Z' {
+            continue;
+        }
+        if !looks_like_python(r) {
+            r.diags.push(Diagnostic {
+                pid: Some(r.snap.pid),
+                tid: None,
+                stage: Stage::Python,
+                kind: DiagKind::NotPython,
+                message: format!(
+                    "not a Python process ({}); /proc data only",
+                    r.snap.exe.as_deref().unwrap_or(&r.snap.comm)
+                ),
+            });
+            continue;
+        }
+        targets.push(python::Target {
+            pid: r.snap.pid.0,
+            tids: r.snap.threads.iter().map(|t| t.tid.0).collect(),
+            layout: layout_key(r),
+        });
+    }
+    let results = python::collect(&targets, workers);
+    for r in procs.iter_mut() {
+        match results.get(&r.snap.pid.0) {
+            Some(Ok(pp)) => {
+                r.snap.python_version = Some(pp.version.clone());
+                for (tid, py) in &pp.threads {
+                    match tid.and_then(|t| r.snap.threads.iter_mut().find(|x| x.tid.0 == t)) {
+                        Some(t) => t.py = Some(py.clone()),
+                        None => r.diags.push(Diagnostic {
+                            pid: Some(r.snap.pid),
+                            tid: None,
+                            stage: Stage::Python,
+                            kind: DiagKind::Failed,
+                            message: format!(
+                                "Python thread {:#x} ({}) could not be matched to an OS thread",
+                                py.thread_id,
+                                py.name.as_deref().unwrap_or("?")
+                            ),
+                        }),
+                    }
+                }
+            }
+            Some(Err((kind, msg))) => r.diags.push(Diagnostic {
+                pid: Some(r.snap.pid),
+                tid: None,
+                stage: Stage::Python,
+                kind: *kind,
+                message: msg.clone(),
+            }),
+            None => {}
+        }
+    }
+}
+
+/// One (pid, fd) through which each pipe inode can be queried.
+fn pipe_refs(procs: &[Raw]) -> BTreeMap<Inode, (i32, i32)> {
+    let mut m = BTreeMap::new();
+    for r in procs {
+        for f in &r.snap.fds {
+            if let Some(ino) = f.pipe_inode() {
+                m.entry(ino).or_insert((r.snap.pid.0, f.fd));
+            }
+        }
+    }
+    m
+}
+
+fn upgrade_sockets(procs: &mut [Raw], all: &HashMap<u64, sockdiag::UnixInfo>) {
+    for r in procs.iter_mut() {
+        for f in &mut r.snap.fds {
+            if let FdKind::Socket { inode } = f.kind {
+                if let Some(u) = all.get(&inode.0) {
+                    f.kind = FdKind::UnixSocket {
+                        inode,
+                        peer: u.peer.map(Inode),
+                        path: u.path.clone(),
+                        listening: u.listening,
+                        rqueue: u.rqueue,
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn semaphores(procs: &[Raw]) -> Vec<SemaphoreSnap> {
+    let mut by_key: BTreeMap<SemKey, SemaphoreSnap> = BTreeMap::new();
+    let mut first: HashMap<SemKey, (i32, u64)> = HashMap::new();
+    for r in procs {
+        for m in &r.snap.sem_maps {
+            let e = by_key
+                .entry(m.key.clone())
+                .or_insert_with(|| SemaphoreSnap {
+                    key: m.key.clone(),
+                    paths: Vec::new(),
+                    value: None,
+                    nwaiters: None,
+                    mapped_by: Vec::new(),
+                    holders: None,
+                });
+            if !e.paths.contains(&m.path) {
+                e.paths.push(m.path.clone());
+            }
+            if !e.mapped_by.contains(&r.snap.pid) {
+                e.mapped_by.push(r.snap.pid);
+            }
+            first
+                .entry(m.key.clone())
+                .or_insert((r.snap.pid.0, m.start));
+        }
+    }
+    // Semaphores someone waits on without a timeout.
+    let mut waited: Vec<SemKey> = Vec::new();
+    for r in procs {
+        for t in &r.snap.threads {
+            if let SyscallState::Blocked(s) = &t.syscall {
+                if let crate::model::Decoded::Futex(f) = &s.decoded {
+                    if let FutexRegion::SharedSem { key } = &f.region {
+                        waited.push(key.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (key, s) in by_key.iter_mut() {
+        if let Some((pid, start)) = first.get(key) {
+            if let Some((v, w)) = sems::read_sem(*pid, *start) {
+                s.value = Some(v);
+                s.nwaiters = Some(w);
+            }
+        }
+        if s.value == Some(0) && waited.contains(key) {
+            let mut holders = Vec::new();
+            for r in procs {
+                if let Some(m) = r.snap.sem_maps.iter().find(|m| &m.key == key) {
+                    let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
+                    holders.extend(sems::scan_semlocks(r.snap.pid.0, &r.maps, m.start, &tids));
+                }
+            }
+            s.holders = Some(holders);
+        }
+    }
+    by_key.into_values().collect()
+}
+
+fn assign_roles(procs: &mut [Raw], root: i32) {
+    let layouts: HashMap<i32, Option<String>> = procs
+        .iter()
+        .map(|r| (r.snap.pid.0, layout_key(r)))
+        .collect();
+    let cmd_has = |r: &Raw, s: &str| r.snap.cmdline.iter().any(|a| a.contains(s));
+    let mut roles: HashMap<i32, Role> = HashMap::new();
+    // Forkservers first: their children are told by parentage.
+    for r in procs.iter() {
+        if cmd_has(r, "multiprocessing.forkserver import main") {
+            roles.insert(r.snap.pid.0, Role::Forkserver);
+        }
+    }
+    for r in procs.iter() {
+        let pid = r.snap.pid.0;
+        let ppid = r.snap.ppid.0;
+        let any_frame = |file: &str, func: &str| {
+            r.snap
+                .threads
+                .iter()
+                .any(|t| t.py.as_ref().is_some_and(|p| p.has_frame(file, func)))
+        };
+        let parent_is_forkserver = roles.get(&ppid) == Some(&Role::Forkserver);
+        let role = if cmd_has(r, "multiprocessing.resource_tracker")
+            || cmd_has(r, "multiprocessing.semaphore_tracker")
+        {
+            Role::ResourceTracker
+        } else if roles.get(&pid) == Some(&Role::Forkserver) && !parent_is_forkserver {
+            Role::Forkserver
+        } else if any_frame("multiprocessing/pool.py", "worker") {
+            Role::PoolWorker
+        } else if any_frame("multiprocessing/managers.py", "serve_forever") {
+            Role::ManagerServer
+        } else if parent_is_forkserver {
+            Role::ForkserverChild
+        } else if cmd_has(r, "--multiprocessing-fork") {
+            Role::SpawnChild
+        } else if r.snap.python_version.is_none() && !looks_like_python(r) {
+            Role::NonPython
+        } else if pid == root {
+            Role::Main
+        } else if layouts.get(&pid).cloned().flatten().is_some()
+            && layouts.get(&pid) == layouts.get(&ppid)
+        {
+            Role::ForkChild
+        } else if layouts.contains_key(&ppid) {
+            Role::Python
+        } else {
+            Role::Main
+        };
+        roles.insert(pid, role);
+    }
+    for r in procs.iter_mut() {
+        if let Some(role) = roles.get(&r.snap.pid.0) {
+            r.snap.role = *role;
+        }
+    }
+}
+
+/// A cheap later look at every thread: state, CPU and syscall.
+fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
+    for p in processes.iter_mut() {
+        for t in &mut p.threads {
+            let tb = format!("/proc/{}/task/{}", p.pid.0, t.tid.0);
+            let look = match read_text(&format!("{tb}/stat"))
+                .ok()
+                .and_then(|s| procfs::parse_stat(&s))
+            {
+                Some(st) => ThreadLook {
+                    after_ms,
+                    alive: st.state != 'Z' && st.state != 'X',
+                    state: st.state,
+                    cpu_ticks: st.utime + st.stime,
+                    syscall: read_text(&format!("{tb}/syscall"))
+                        .ok()
+                        .and_then(|s| procfs::parse_syscall(&s))
+                        .and_then(|r| match r {
+                            procfs::RawSyscall::Blocked { nr, args, .. } => {
+                                Some((nr, args[0], args[1], args[2]))
+                            }
+                            _ => None,
+                        }),
+                    py_top: None,
+                },
+                None => ThreadLook {
+                    after_ms,
+                    alive: false,
+                    state: 'X',
+                    cpu_ticks: t.cpu_ticks,
+                    syscall: None,
+                    py_top: None,
+                },
+            };
+            t.later.push(look);
+        }
+    }
 }

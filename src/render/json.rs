@@ -1,1 +1,31 @@
-//! JSON report (`mphang/report/v1`).
+//! JSON report (`mphang/report/v1`): one document for the whole tree, documented in
+//! docs/json-format.md and tested as a contract (round trip, unknown fields rejected).
+
+use super::Report;
+use std::io::Write;
+
+/// Writes the report as pretty JSON followed by a newline.
+pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::other)?;
+    writeln!(out)
+}
+
+/// Parses either a saved snapshot (`mphang/snapshot/v1`) or a `--json` report
+/// (`mphang/report/v1`, whose snapshot is taken) into a snapshot.
+pub fn parse_snapshot(text: &str) -> Result<crate::model::Snapshot, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
+    match schema {
+        crate::model::SCHEMA => serde_json::from_value(v).map_err(|e| e.to_string()),
+        super::REPORT_SCHEMA => {
+            let r: Report = serde_json::from_value(v).map_err(|e| e.to_string())?;
+            Ok(r.snapshot)
+        }
+        "" => Err("no \"schema\" field".into()),
+        other => Err(format!(
+            "schema is \"{other}\"; this mphang reads \"{}\" and \"{}\"",
+            crate::model::SCHEMA,
+            super::REPORT_SCHEMA
+        )),
+    }
+}

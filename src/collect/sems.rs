@@ -1,0 +1,85 @@
+//! Shared semaphores: `/dev/shm/sem.*` mappings matched by dev:inode, their `sem_t` value and
+//! waiters, and (on demand) the `_multiprocessing.SemLock` objects that say who holds them.
+
+use super::memory;
+use super::procfs::MapEntry;
+use crate::model::{Pid, SemKey, SemLockSeen};
+
+/// Reads `sem_t` value (low 32 bits) and waiters (high 32 bits) at a mapping start.
+pub fn read_sem(pid: i32, start: u64) -> Option<(u32, u32)> {
+    let b = memory::read(pid, start, 8).ok()?;
+    Some((memory::u32_at(&b, 0)?, memory::u32_at(&b, 4)?))
+}
+
+/// How much anonymous memory one process scan may read.
+const SCAN_LIMIT: u64 = 96 << 20;
+const CHUNK: usize = 1 << 20;
+
+/// Scans the anonymous read-write memory of `pid` for SemLock objects whose handle is `handle`
+/// (the address of this process's mapping of the semaphore). Layout, identical in 3.8–3.13:
+/// +8 ob_type, +16 handle, +24 last_tid (pthread_t), +32 count, +36 maxvalue, +40 kind.
+pub fn scan_semlocks(pid: i32, maps: &[MapEntry], handle: u64, tids: &[i32]) -> Vec<SemLockSeen> {
+    let mut found = Vec::new();
+    let mut budget = SCAN_LIMIT;
+    let mut buf = vec![0u8; CHUNK];
+    let mut type_ok: Option<u64> = None;
+    for m in maps.iter().filter(|m| m.is_anonymous_rw()) {
+        let mut addr = m.start;
+        while addr < m.end && budget > 0 {
+            let len = ((m.end - addr) as usize).min(CHUNK);
+            let n = memory::read_into(pid, addr, &mut buf[..len]).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            budget = budget.saturating_sub(n as u64);
+            let mut off = 0;
+            while off + 8 <= n {
+                if memory::u64_at(&buf, off) == Some(handle) {
+                    let hit = addr + off as u64;
+                    if hit >= 16 {
+                        if let Some(s) = check_object(pid, hit - 16, &mut type_ok, tids) {
+                            found.push(s);
+                        }
+                    }
+                }
+                off += 8;
+            }
+            addr += n as u64;
+        }
+    }
+    found
+}
+
+fn check_object(
+    pid: i32,
+    obj: u64,
+    type_ok: &mut Option<u64>,
+    tids: &[i32],
+) -> Option<SemLockSeen> {
+    let b = memory::read(pid, obj, 48).ok()?;
+    let ob_type = memory::u64_at(&b, 8)?;
+    if *type_ok != Some(ob_type) {
+        let tp = memory::read(pid, ob_type + 24, 8).ok()?;
+        let name_ptr = memory::u64_at(&tp, 0)?;
+        let name = memory::read(pid, name_ptr, 32).ok()?;
+        let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+        let name = std::str::from_utf8(&name[..end]).ok()?;
+        if !name.ends_with("SemLock") {
+            return None;
+        }
+        *type_ok = Some(ob_type);
+    }
+    let last = memory::u64_at(&b, 24)?;
+    Some(SemLockSeen {
+        pid: Pid(pid),
+        count: memory::i32_at(&b, 32)?,
+        maxvalue: memory::i32_at(&b, 36)?,
+        kind: memory::i32_at(&b, 40)?,
+        last_tid: super::python::tid_of_pthread(pid, last, tids),
+    })
+}
+
+/// The key under which a mapping is matched across processes.
+pub fn key_of(m: &MapEntry) -> SemKey {
+    SemKey(m.file_key())
+}
