@@ -32,6 +32,11 @@ impl PyFrame {
         format!("{}:{}", base, self.line)
     }
 
+    /// `file.py:12 function`: how a frame is compared across looks.
+    pub fn top_key(&self) -> String {
+        format!("{} {}", self.short_location(), self.function)
+    }
+
     /// True when this frame is `function` in a file whose path ends with `file_suffix`.
     /// Accepts qualified names too (`Queue._feed` matches `_feed`: 3.11+ reports qualnames).
     pub fn is(&self, file_suffix: &str, function: &str) -> bool {

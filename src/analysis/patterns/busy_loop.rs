@@ -28,7 +28,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             if !top.is_user_code() {
                 continue;
             }
-            let here = format!("{} {}", top.short_location(), top.function);
+            let here = top.top_key();
             let last = t.later.last();
             let spinning = t
                 .later

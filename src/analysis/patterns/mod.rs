@@ -84,16 +84,16 @@ pub static DETECTORS: &[Detector] = &[
         detect: pipe_self_eof::detect,
     },
     Detector {
+        id: "ipc_cycle",
+        detect: ipc_cycle::detect,
+    },
+    Detector {
         id: "peer_exited",
         detect: peer_exited::detect,
     },
     Detector {
         id: "no_live_writer",
         detect: no_live_writer::detect,
-    },
-    Detector {
-        id: "ipc_cycle",
-        detect: ipc_cycle::detect,
     },
     Detector {
         id: "busy_loop",

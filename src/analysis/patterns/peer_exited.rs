@@ -1,6 +1,8 @@
 //! `peer_exited`: a thread waits on a queue, pipe or semaphore for a process that has already
 //! exited without delivering (a producer that crashed before its sentinel, a consumer gone while
-//! the bounded queue is full). Fixtures: peer_exited.py, peer_exited_bounded.py.
+//! the bounded queue is full): no live process but the waiter's own could serve it, and a
+//! process has exited (a zombie or a recorded death). Fixtures: peer_exited.py,
+//! peer_exited_bounded.py.
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
@@ -24,6 +26,10 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             ) => crate::analysis::describe::short(b),
             _ => continue,
         };
+        // Only a peer that is gone could have served it: no other live process provides.
+        if ctx.g.providers(t).iter().any(|p| p.pid != t.pid) {
+            continue;
+        }
         let culprit = ctx.code_line(t);
         out.push(
             Draft {
