@@ -209,6 +209,10 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
 
     let semaphores = semaphores(&procs);
     assign_roles(&mut procs, root.0);
+    let layouts: HashMap<i32, Option<String>> = procs
+        .iter()
+        .map(|r| (r.snap.pid.0, layout_key(r)))
+        .collect();
 
     let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
     let collect_ms = started.elapsed().as_millis() as u64;
@@ -219,6 +223,9 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         std::thread::sleep(opts.interval);
         let after_ms = first_done.elapsed().as_millis() as u64;
         later_look(&mut processes, after_ms);
+        if opts.python {
+            restack(&mut processes, &layouts, n);
+        }
         for p in &mut pipes {
             let again = pipe_refs
                 .get(&p.inode)
@@ -672,6 +679,42 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
                 },
             };
             t.later.push(look);
+        }
+    }
+}
+
+/// Re-reads the Python stacks of processes with a running thread and records each thread's
+/// innermost frame in its latest look (a busy loop shows the same frame every time).
+fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>, workers: usize) {
+    let running = |p: &ProcessSnap| {
+        p.threads
+            .iter()
+            .any(|t| t.state == 'R' || t.later.last().is_some_and(|l| l.state == 'R'))
+    };
+    let targets: Vec<python::Target> = processes
+        .iter()
+        .filter(|p| p.python_version.is_some() && running(p))
+        .map(|p| python::Target {
+            pid: p.pid.0,
+            tids: p.threads.iter().map(|t| t.tid.0).collect(),
+            layout: layouts.get(&p.pid.0).cloned().flatten(),
+        })
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let results = python::collect(&targets, workers);
+    for p in processes.iter_mut() {
+        let Some(Ok(pp)) = results.get(&p.pid.0) else {
+            continue;
+        };
+        for (tid, py) in &pp.threads {
+            let Some(t) = tid.and_then(|tid| p.threads.iter_mut().find(|t| t.tid.0 == tid)) else {
+                continue;
+            };
+            if let Some(l) = t.later.last_mut() {
+                l.py_top = py.frames.first().map(|f| f.top_key());
+            }
         }
     }
 }
