@@ -2,7 +2,7 @@
 //! view of one finding (the chain walked link by link next to the selected link's stack).
 
 use super::{focused, pane, wrap};
-use crate::analysis::{ChainLink, CodeLine, Finding, Severity};
+use crate::analysis::{CodeLine, Finding, Severity};
 use crate::tui::app::{App, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -18,15 +18,6 @@ fn severity_span(f: &Finding) -> Span<'static> {
         ),
         Severity::Warning => Span::styled("WARN ", Style::new().fg(Color::Yellow)),
     }
-}
-
-/// `3694 main ─wait4(3736)→ 3736 MainThread ─…→ …`
-fn chain_text(chain: &[ChainLink]) -> String {
-    chain
-        .iter()
-        .map(|l| format!("{} {} ─{}→", l.thread.pid, l.name, l.waits_on))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn culprit_text(c: &CodeLine) -> String {
@@ -68,29 +59,35 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
             for l in wrap(&f.summary, width, "  ") {
                 lines.push(Line::from(format!("  {}", l.trim_start())));
             }
-            let mut field = |name: &str, text: String, style: Style| {
-                for (i, l) in wrap(&format!("{name}: {text}"), width, "      ")
-                    .into_iter()
-                    .enumerate()
-                {
-                    let (head, rest) = match l.split_once(": ") {
-                        Some((h, r)) if i == 0 => (format!("  {h}: "), r.to_string()),
-                        _ => ("  ".to_string(), l),
+            let mut field = |head: &str, text: &str, style: Style| {
+                let pad = " ".repeat(head.chars().count());
+                let w = width.saturating_sub(pad.len());
+                for (i, l) in wrap(text, w, "  ").into_iter().enumerate() {
+                    let h = if i == 0 {
+                        head.to_string()
+                    } else {
+                        pad.clone()
                     };
                     lines.push(Line::from(vec![
-                        Span::styled(head, label),
-                        Span::styled(rest, style),
+                        Span::styled(format!("  {h}"), label),
+                        Span::styled(l, style),
                     ]));
                 }
             };
-            if !f.chain.is_empty() {
-                field("chain", chain_text(&f.chain), Style::new());
+            for (i, l) in f.chain.iter().enumerate() {
+                let head = if i == 0 { "chain: " } else { "     → " };
+                let text = format!("{} {}: {}", l.thread.pid, l.name, l.waits_on);
+                field(head, &text, Style::new());
             }
             if let Some(c) = &f.culprit {
-                field("culprit", culprit_text(c), Style::new().fg(Color::Yellow));
+                field(
+                    "culprit: ",
+                    &culprit_text(c),
+                    Style::new().fg(Color::Yellow),
+                );
             }
             if !f.fix.is_empty() {
-                field("fix", f.fix.clone(), Style::new().fg(Color::Green));
+                field("fix: ", &f.fix, Style::new().fg(Color::Green));
             }
             lines.push(Line::from(""));
             ListItem::new(Text::from(lines))
