@@ -328,3 +328,29 @@ fn sampler_sends_reports_then_target_gone() {
         Status::Gone
     );
 }
+
+/// A snapshot recorded with `mphang report <pid> --save` from fixtures/tui_hang.py, analysed by
+/// the real analysis: the live view finds the hang and shows the feeder's wait.
+#[test]
+fn recorded_snapshot_through_the_real_analysis() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/snapshots/tui_join_before_drain.json"
+    );
+    let text = std::fs::read_to_string(path).expect("recorded snapshot");
+    let snap: Snapshot = serde_json::from_str(&text).expect("valid snapshot");
+    let root = snap.root;
+    let child = snap.processes[1].pid;
+    let mut app = App::new(root, Duration::from_secs(1), std::env::temp_dir());
+    let mut later = snap.clone();
+    later.taken_at_ms += 65_000;
+    app.update(Action::Refresh(Box::new(mphang::render::Report::analyze(snap))));
+    app.update(Action::Refresh(Box::new(mphang::render::Report::analyze(later))));
+    assert_eq!(app.findings()[0].pattern, "join_before_drain");
+    assert_eq!(app.history.status(root, app.report.as_ref()), Status::Stuck);
+    app.update(key('j'));
+    assert_eq!(app.selected_pid, Some(child));
+    let s = screen(&app);
+    assert!(s.contains("[pipe write, 1 minute]"), "{s}");
+    assert!(s.contains("culprit: tui_hang.py:55 in main"), "{s}");
+}
