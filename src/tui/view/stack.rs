@@ -17,6 +17,10 @@ pub enum StackLine {
     Native(String),
     /// A Python frame; `user` marks the innermost frame of user code.
     Python { text: String, user: bool },
+    /// A Python frame of the parent, inherited by a fork child (not this process's work).
+    Inherited(String),
+    /// A remark between frames.
+    Note(String),
 }
 
 /// Merges the two stacks of a thread, innermost first: the native frames above the first
@@ -26,15 +30,28 @@ pub enum StackLine {
 pub fn merged(t: &ThreadSnap) -> Vec<StackLine> {
     let py: Vec<StackLine> = match &t.py {
         Some(p) => {
-            let user = p.frames.iter().position(|f| f.is_user_code());
-            p.frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| StackLine::Python {
-                    text: format!("{} ({})", f.function, f.short_location()),
-                    user: Some(i) == user,
-                })
-                .collect()
+            // The innermost user frame among the frames this process runs itself; frames below
+            // multiprocessing's `_bootstrap` were copied from the parent at fork.
+            let own = p.own_frames().len();
+            let user = p.own_frames().iter().position(|f| f.is_user_code());
+            let mut out = Vec::with_capacity(p.frames.len() + 1);
+            for (i, f) in p.frames.iter().enumerate() {
+                if i == own && own < p.frames.len() {
+                    out.push(StackLine::Note(
+                        "below: the parent's stack, copied at fork".into(),
+                    ));
+                }
+                let text = format!("{} ({})", f.function, f.short_location());
+                out.push(if i < own {
+                    StackLine::Python {
+                        text,
+                        user: Some(i) == user,
+                    }
+                } else {
+                    StackLine::Inherited(text)
+                });
+            }
+            out
         }
         None => Vec::new(),
     };
@@ -116,6 +133,16 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
                         Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
                     )),
                     StackLine::Python { text, user: false } => Line::from(format!("  {text}")),
+                    StackLine::Inherited(text) => Line::from(Span::styled(
+                        format!("  {text}"),
+                        Style::new().fg(Color::DarkGray),
+                    )),
+                    StackLine::Note(text) => Line::from(Span::styled(
+                        format!("  ── {text} ──"),
+                        Style::new()
+                            .fg(Color::DarkGray)
+                            .add_modifier(Modifier::ITALIC),
+                    )),
                 });
             }
         }
