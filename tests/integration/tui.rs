@@ -344,8 +344,12 @@ fn recorded_snapshot_through_the_real_analysis() {
     let mut app = App::new(root, Duration::from_secs(1), std::env::temp_dir());
     let mut later = snap.clone();
     later.taken_at_ms += 65_000;
-    app.update(Action::Refresh(Box::new(mphang::render::Report::analyze(snap))));
-    app.update(Action::Refresh(Box::new(mphang::render::Report::analyze(later))));
+    app.update(Action::Refresh(Box::new(mphang::render::Report::analyze(
+        snap,
+    ))));
+    app.update(Action::Refresh(Box::new(mphang::render::Report::analyze(
+        later,
+    ))));
     assert_eq!(app.findings()[0].pattern, "join_before_drain");
     assert_eq!(app.history.status(root, app.report.as_ref()), Status::Stuck);
     app.update(key('j'));
