@@ -126,34 +126,38 @@ pub(super) fn draw_detail(app: &App, frame: &mut Frame, area: Rect, link: usize)
             label,
         )),
     ];
+    let width = left.width.saturating_sub(16) as usize; // borders + the 13-column indent
     for (i, l) in f.chain.iter().enumerate() {
         let selected = i == link;
         let style = if selected {
-            Style::new().add_modifier(Modifier::REVERSED)
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
         } else {
-            Style::new()
+            Style::new().add_modifier(Modifier::BOLD)
         };
-        let line = app
-            .report
-            .as_ref()
-            .and_then(|r| r.verdict(l.thread))
-            .map(|v| v.line.clone());
         lines.push(Line::from(vec![
             Span::raw(if selected { "▶ " } else { "  " }),
             Span::styled(
                 format!("{}/{} {}", l.thread.pid, l.thread.tid, l.name),
                 style,
             ),
-            Span::styled(
-                format!("  waits on {}", l.waits_on),
-                Style::new().fg(Color::Cyan),
-            ),
         ]));
-        if let Some(line) = line {
-            let width = left.width.saturating_sub(8) as usize;
-            for l in wrap(&line, width, "") {
+        for (j, w) in wrap(&l.waits_on, width, "").into_iter().enumerate() {
+            let head = if j == 0 {
+                "    waits on "
+            } else {
+                "             "
+            };
+            lines.push(Line::from(vec![
+                Span::styled(head, Style::new().fg(Color::DarkGray)),
+                Span::styled(w, Style::new().fg(Color::Cyan)),
+            ]));
+        }
+        // The full verdict of the selected link (who is on the other side).
+        let verdict = app.report.as_ref().and_then(|r| r.verdict(l.thread));
+        if let (true, Some(v)) = (selected, verdict) {
+            for w in wrap(&v.line, width, "") {
                 lines.push(Line::from(Span::styled(
-                    format!("      {l}"),
+                    format!("             {w}"),
                     Style::new().fg(Color::Gray),
                 )));
             }

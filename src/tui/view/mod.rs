@@ -42,7 +42,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
     match app.overlay {
         Overlay::None => {}
         Overlay::Help => help::draw(frame, popup(body, 80, 80)),
-        Overlay::Finding { link } => findings::draw_detail(app, frame, popup(body, 94, 90), link),
+        Overlay::Finding { link } => findings::draw_detail(app, frame, body, link),
     }
 }
 

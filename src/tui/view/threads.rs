@@ -77,7 +77,7 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
             let mut lines = vec![Line::from(first)];
             for l in super::wrap(&detail, width.saturating_sub(4), "")
                 .into_iter()
-                .take(2)
+                .take(4)
             {
                 lines.push(Line::from(Span::styled(
                     format!("    {l}"),
