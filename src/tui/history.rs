@@ -42,6 +42,19 @@ impl Signature {
     }
 }
 
+/// Still blocked in the same call, at the same wait channel, with the same Python stack. A look
+/// that could not read the stack (py-spy raced the interpreter) does not count as a move.
+fn same_place(old: Option<&Signature>, new: Option<&Signature>) -> bool {
+    match (old, new) {
+        (Some(a), Some(b)) => {
+            a.syscall == b.syscall
+                && a.wchan == b.wchan
+                && (a.stack == b.stack || a.stack.is_empty() || b.stack.is_empty())
+        }
+        _ => false,
+    }
+}
+
 /// One thread followed across refreshes.
 #[derive(Debug, Clone)]
 struct ThreadTrack {
@@ -123,7 +136,14 @@ impl History {
                 let sig = Signature::of(t);
                 let housekeeping = report.verdict(r).is_some_and(|v| v.housekeeping);
                 match self.threads.get_mut(&r) {
-                    Some(track) if track.sig == sig && sig.is_some() => {}
+                    Some(track) if same_place(track.sig.as_ref(), sig.as_ref()) => {
+                        // Keep the stack we know when this look could not read one.
+                        if let (Some(old), Some(new)) = (track.sig.as_mut(), sig) {
+                            if !new.stack.is_empty() {
+                                old.stack = new.stack;
+                            }
+                        }
+                    }
                     Some(track) => {
                         moved |= !housekeeping;
                         *track = ThreadTrack { sig, since_ms: now };

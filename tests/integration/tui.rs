@@ -358,3 +358,18 @@ fn recorded_snapshot_through_the_real_analysis() {
     assert!(s.contains("[pipe write, 1 minute]"), "{s}");
     assert!(s.contains("culprit: tui_hang.py:55 in main"), "{s}");
 }
+
+#[test]
+fn a_look_without_a_python_stack_is_not_a_move() {
+    let mut app = demo_app();
+    let feeder = ThreadRef {
+        pid: demo::CHILD,
+        tid: demo::FEEDER,
+    };
+    let mut r = demo::report(310_000);
+    r.snapshot.processes[1].threads[1].py = None;
+    app.update(Action::Refresh(Box::new(r)));
+    assert_eq!(app.history.blocked_for_ms(feeder), Some(310_000));
+    app.update(Action::Refresh(Box::new(demo::report(320_000))));
+    assert_eq!(app.history.blocked_for_ms(feeder), Some(320_000));
+}
