@@ -373,3 +373,15 @@ fn a_look_without_a_python_stack_is_not_a_move() {
     app.update(Action::Refresh(Box::new(demo::report(320_000))));
     assert_eq!(app.history.blocked_for_ms(feeder), Some(320_000));
 }
+
+#[test]
+fn a_small_terminal_still_shows_the_finding_and_whole_pids() {
+    let app = demo_app();
+    let mut terminal = Terminal::new(TestBackend::new(90, 28)).expect("test terminal");
+    terminal
+        .draw(|f| view::draw(&app, f))
+        .expect("draw on the test backend");
+    let s = terminal.backend().to_string();
+    assert!(s.contains("HANG join_before_drain"), "{s}");
+    assert!(s.contains("└ 3736"), "{s}");
+}

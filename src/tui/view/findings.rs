@@ -6,8 +6,8 @@ use crate::analysis::{CodeLine, Finding, Severity};
 use crate::tui::app::{App, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 fn severity_span(f: &Finding) -> Span<'static> {
@@ -45,9 +45,12 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     // Borders and the highlight symbol take 3 columns, the item indent 2 more.
     let width = area.width.saturating_sub(5) as usize;
     let label = Style::new().fg(Color::DarkGray);
-    let items: Vec<ListItem> = findings
-        .iter()
-        .map(|f| {
+    // One paragraph scrolled to the selected finding: a List would drop an item taller than
+    // the pane, and a finding (summary, chain, culprit, fix) often is on small terminals.
+    let mut all: Vec<Line> = Vec::new();
+    let mut selected_start = 0;
+    for (idx, f) in findings.iter().enumerate() {
+        {
             let mut lines = vec![Line::from(vec![
                 severity_span(f),
                 Span::styled(f.pattern.clone(), Style::new().add_modifier(Modifier::BOLD)),
@@ -90,19 +93,27 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 field("fix: ", &f.fix, Style::new().fg(Color::Green));
             }
             lines.push(Line::from(""));
-            ListItem::new(Text::from(lines))
-        })
-        .collect();
-    let list = List::new(items)
+            let selected = idx == app.finding;
+            if selected {
+                selected_start = all.len();
+            }
+            let gutter = if selected { "▌" } else { " " };
+            for mut line in lines {
+                line.spans
+                    .insert(0, Span::styled(gutter, Style::new().fg(Color::Magenta)));
+                if selected && is_focused {
+                    line = line.style(Style::new().bg(Color::Rgb(40, 40, 60)));
+                }
+                all.push(line);
+            }
+        }
+    }
+    let inner = area.height.saturating_sub(2) as usize;
+    let scroll = selected_start.min(all.len().saturating_sub(inner));
+    let p = Paragraph::new(all)
         .block(block)
-        .highlight_symbol("▌")
-        .highlight_style(if is_focused {
-            Style::new().bg(Color::Rgb(40, 40, 60))
-        } else {
-            Style::new()
-        });
-    let mut state = ListState::default().with_selected(Some(app.finding));
-    frame.render_stateful_widget(list, area, &mut state);
+        .scroll((u16::try_from(scroll).unwrap_or(u16::MAX), 0));
+    frame.render_widget(p, area);
 }
 
 /// The drilled view of the selected finding; `link` is the selected chain link.

@@ -73,9 +73,17 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         "", "PID", "ROLE", "CPU%", "THR", "STATUS", "IDLE", "COMMAND",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    // Wide enough for the deepest indented pid: a cut pid is worse than a cut command.
+    let pid_width = app
+        .rows
+        .iter()
+        .map(|(p, d)| 2 * d + p.to_string().len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
     let widths = [
         Constraint::Length(1),
-        Constraint::Length(11),
+        Constraint::Min(u16::try_from(pid_width).unwrap_or(u16::MAX)),
         Constraint::Length(12),
         Constraint::Length(5),
         Constraint::Length(3),
