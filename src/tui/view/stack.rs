@@ -100,12 +100,7 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
     let r = app.stack_thread();
     let t = r.and_then(|r| app.thread(r));
     let title = match (r, t) {
-        (Some(r), Some(t)) => format!(
-            "Stack of {}/{} {} (innermost first)",
-            r.pid,
-            r.tid,
-            t.display_name()
-        ),
+        (Some(r), Some(t)) => format!("Stack of {}/{} {}", r.pid, r.tid, t.display_name()),
         _ => "Stack".into(),
     };
     let mut lines: Vec<Line> = Vec::new();

@@ -73,7 +73,8 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         "", "PID", "ROLE", "CPU%", "THR", "STATUS", "IDLE", "COMMAND",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    // Wide enough for the deepest indented pid: a cut pid is worse than a cut command.
+    // The pid column fits the deepest indented pid (a cut pid is worse than anything else);
+    // the role column gives way next, then the command takes what is left.
     let pid_width = app
         .rows
         .iter()
@@ -81,10 +82,14 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .max()
         .unwrap_or(3)
         .max(3);
+    let inner = usize::from(area.width.saturating_sub(3)); // borders + highlight symbol
+    let fixed = 1 + pid_width + 5 + 3 + 7 + 6 + 7; // mark, pid, cpu, thr, status, idle, gaps
+    let role_width = inner.saturating_sub(fixed).min(12);
+    let len = |w: usize| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX));
     let widths = [
         Constraint::Length(1),
-        Constraint::Min(u16::try_from(pid_width).unwrap_or(u16::MAX)),
-        Constraint::Length(12),
+        len(pid_width),
+        len(if role_width >= 4 { role_width } else { 0 }),
         Constraint::Length(5),
         Constraint::Length(3),
         Constraint::Length(7),
