@@ -1,5 +1,5 @@
 //! `busy_loop`: a thread spins at full CPU without blocking and without progress (the same
-//! innermost frame in every look), e.g. polling a flag that fork made private. A warning, not a
+//! innermost function in every look, the line moving only within it), e.g. polling a flag that fork made private. A warning, not a
 //! proven hang. Fixture: busy_loop.py.
 
 use super::{Ctx, Draft};
@@ -30,17 +30,31 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             }
             let here = top.top_key();
             let last = t.later.last();
-            let spinning = t
-                .later
-                .iter()
-                .all(|l| l.alive && l.py_top.as_deref() == Some(here.as_str()));
+            // Same function of the same file in every look; the line may move within a loop.
+            let spinning = t.later.iter().all(|l| {
+                l.alive && l.py_top.as_deref().map(without_line) == Some(without_line(&here))
+            });
             let Some(last) = last else { continue };
             let used = last.cpu_ticks.saturating_sub(t.cpu_ticks);
             let wall_ticks = last.after_ms * hz / 1000;
-            if !spinning || wall_ticks == 0 || used * 10 < wall_ticks * 8 {
+            if !spinning || wall_ticks == 0 || used * 10 < wall_ticks * 4 {
                 continue;
             }
-            let culprit = ctx.code_line(r);
+            // Name the loop's head: the lowest line seen in the spinning function.
+            let culprit = ctx.code_line(r).map(|mut c| {
+                let seen = t.later.iter().filter_map(|l| {
+                    l.py_top
+                        .as_deref()?
+                        .split_once(' ')?
+                        .0
+                        .rsplit_once(':')?
+                        .1
+                        .parse::<i32>()
+                        .ok()
+                });
+                c.line = seen.fold(c.line, i32::min);
+                c
+            });
             out.push(
                 Draft {
                     pattern: "busy_loop",
@@ -64,4 +78,10 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// `busy_loop.py:30 spin` -> (`busy_loop.py`, `spin`).
+fn without_line(key: &str) -> (&str, &str) {
+    let (loc, func) = key.split_once(' ').unwrap_or((key, ""));
+    (loc.rsplit_once(':').map(|(f, _)| f).unwrap_or(loc), func)
 }

@@ -52,12 +52,9 @@ fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
     for start in &stuck {
         let mut path = vec![*start];
         let mut cur = *start;
-        loop {
-            let Some(next) =
-                holders_of(ctx, cur).and_then(|hs| hs.into_iter().find(|h| stuck.contains(h)))
-            else {
-                break;
-            };
+        while let Some(next) =
+            holders_of(ctx, cur).and_then(|hs| hs.into_iter().find(|h| stuck.contains(h)))
+        {
             if let Some(i) = path.iter().position(|p| *p == next) {
                 let cycle = path[i..].to_vec();
                 if cycle.len() < 2 {
