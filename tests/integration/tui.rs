@@ -172,6 +172,17 @@ fn s_saves_a_loadable_snapshot() {
     let text = std::fs::read_to_string(&path).expect("saved file");
     let back: Snapshot = serde_json::from_str(&text).expect("a snapshot `report --from` reads");
     assert_eq!(back, demo::snapshot(0));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mphang"))
+        .args(["report", "--color", "never", "--from"])
+        .arg(&path)
+        .output()
+        .expect("run mphang report --from");
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "`mphang report --from` rejected the saved file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         screen(&app).contains("saved "),
         "the status line names the file"
