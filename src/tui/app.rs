@@ -41,6 +41,8 @@ pub enum Action {
 pub enum Pane {
     Tree,
     Threads,
+    /// The merged stack: ↑↓ scroll it.
+    Stack,
     Findings,
 }
 
@@ -70,6 +72,9 @@ pub struct App {
     pub selected_pid: Option<Pid>,
     pub selected_tid: Option<Tid>,
     pub finding: usize,
+    /// Stack scroll in lines, relative to where the view puts it by itself (the user-code frame
+    /// in sight); back to 0 whenever another thread's stack is shown.
+    pub stack_scroll: i32,
     pub paused: bool,
     /// Set when the target has exited: the message shown; the last state stays on screen.
     pub target_gone: Option<String>,
@@ -97,6 +102,7 @@ impl App {
             selected_pid: None,
             selected_tid: None,
             finding: 0,
+            stack_scroll: 0,
             paused: false,
             target_gone: None,
             status: None,
@@ -114,6 +120,14 @@ impl App {
 
     /// Folds one action into the state.
     pub fn update(&mut self, action: Action) {
+        let shown = self.stack_thread();
+        self.apply(action);
+        if self.stack_thread() != shown {
+            self.stack_scroll = 0;
+        }
+    }
+
+    fn apply(&mut self, action: Action) {
         match action {
             Action::Quit => self.quit = true,
             Action::Up => self.step(-1),
@@ -186,9 +200,10 @@ impl App {
     }
 
     fn cycle(&mut self, dir: i32) {
-        const ORDER: [Pane; 3] = [Pane::Tree, Pane::Threads, Pane::Findings];
+        // Reading order of the screen: top left, top right, bottom left, bottom right.
+        const ORDER: [Pane; 4] = [Pane::Tree, Pane::Threads, Pane::Stack, Pane::Findings];
         let i = ORDER.iter().position(|p| *p == self.focus).unwrap_or(0) as i32;
-        self.focus = ORDER[(i + dir).rem_euclid(3) as usize];
+        self.focus = ORDER[(i + dir).rem_euclid(4) as usize];
     }
 
     fn step(&mut self, dir: i32) {
@@ -226,6 +241,17 @@ impl App {
                     .unwrap_or(0);
                 self.selected_tid = tids.get(moved(i, dir, tids.len())).copied();
             }
+            Pane::Stack => {
+                let depth = self
+                    .stack_thread()
+                    .and_then(|r| self.thread(r))
+                    .map_or(0, |t| {
+                        t.py.as_ref().map_or(0, |p| p.frames.len())
+                            + t.native.as_ref().map_or(0, Vec::len)
+                    });
+                let bound = i32::try_from(depth).unwrap_or(i32::MAX);
+                self.stack_scroll = (self.stack_scroll + dir).clamp(-bound, bound);
+            }
             Pane::Findings => self.finding = moved(self.finding, dir, self.findings().len()),
         }
     }
@@ -237,7 +263,7 @@ impl App {
         }
         match self.focus {
             Pane::Tree => self.focus = Pane::Threads,
-            Pane::Threads => {}
+            Pane::Threads | Pane::Stack => {}
             Pane::Findings => {
                 let Some(f) = self.selected_finding() else {
                     return;

@@ -6,10 +6,13 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Keys as shown in the help overlay: (keys, what they do).
 pub const BINDINGS: &[(&str, &str)] = &[
-    ("↑ ↓  k j", "move the selection in the focused pane"),
+    (
+        "↑ ↓  k j",
+        "move the selection (or scroll the stack) in the focused pane",
+    ),
     (
         "Tab  Shift-Tab",
-        "next / previous pane (processes, threads, findings)",
+        "next / previous pane (processes, threads, stack, findings)",
     ),
     (
         "Enter",

@@ -68,8 +68,7 @@ fn help_overlay() {
 #[test]
 fn finding_drilled_into() {
     let mut app = demo_app();
-    app.update(code(KeyCode::Tab));
-    app.update(code(KeyCode::Tab));
+    app.update(code(KeyCode::BackTab));
     assert_eq!(app.focus, Pane::Findings);
     app.update(code(KeyCode::Enter));
     assert_eq!(app.overlay, Overlay::Finding { link: 0 });
@@ -122,8 +121,10 @@ fn tab_cycles_panes() {
     }
     assert_eq!(
         seen,
-        [Pane::Tree, Pane::Threads, Pane::Findings, Pane::Tree]
+        [Pane::Tree, Pane::Threads, Pane::Stack, Pane::Findings]
     );
+    app.update(code(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Tree);
     app.update(code(KeyCode::BackTab));
     assert_eq!(app.focus, Pane::Findings);
 }
@@ -395,4 +396,46 @@ fn a_small_terminal_still_shows_the_finding_and_whole_pids() {
     let s = terminal.backend().to_string();
     assert!(s.contains("HANG join_before_drain"), "{s}");
     assert!(s.contains("└ 3736"), "{s}");
+}
+
+#[test]
+fn the_stack_keeps_the_user_frame_in_sight_and_scrolls() {
+    let mut app = demo_app();
+    // The parent, 20 library frames deeper: its user frame is far below the pane's height.
+    let mut r = demo::report(300_000);
+    if let Some(py) = r.snapshot.processes[0].threads[0].py.as_mut() {
+        for i in 0..20 {
+            py.frames.insert(
+                0,
+                mphang::model::PyFrame {
+                    function: format!("helper_{i}"),
+                    file: "/usr/lib/python3.11/site.py".into(),
+                    line: i,
+                },
+            );
+        }
+    }
+    app.update(Action::Refresh(Box::new(r)));
+    let draw = |app: &App| {
+        let mut terminal = Terminal::new(TestBackend::new(100, 24)).expect("test terminal");
+        terminal
+            .draw(|f| view::draw(app, f))
+            .expect("draw on the test backend");
+        terminal.backend().to_string()
+    };
+    let s = draw(&app);
+    assert!(s.contains("▶ main (join_before_drain.py:31)"), "{s}");
+    assert!(!s.contains("helper_19 "), "{s}");
+    app.update(code(KeyCode::Tab));
+    app.update(code(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Stack);
+    for _ in 0..30 {
+        app.update(key('k'));
+    }
+    let s = draw(&app);
+    assert!(s.contains("helper_19 "), "the innermost frame: {s}");
+    app.update(code(KeyCode::BackTab));
+    app.update(code(KeyCode::BackTab));
+    app.update(key('j')); // another process, another stack: the scroll starts over
+    assert_eq!(app.stack_scroll, 0);
 }

@@ -36,7 +36,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(bottom);
     tree::draw(app, frame, tree_area);
     threads::draw(app, frame, threads_area);
-    stack::draw(app, frame, stack_area, false);
+    stack::draw(app, frame, stack_area, focused(app, Pane::Stack));
     findings::draw(app, frame, findings_area);
 
     match app.overlay {

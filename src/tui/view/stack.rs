@@ -142,8 +142,18 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
             }
         }
     }
+    // By itself the view keeps the user-code frame in sight; ↑↓ in the pane move from there.
+    let inner = usize::from(area.height.saturating_sub(2));
+    let user = lines
+        .iter()
+        .position(|l| l.spans.first().is_some_and(|s| s.content.starts_with('▶')))
+        .unwrap_or(0);
+    let auto = if user >= inner { user - inner / 2 } else { 0 };
+    let max = lines.len().saturating_sub(inner);
+    let offset = (auto as i64 + i64::from(app.stack_scroll)).clamp(0, max as i64);
     let p = Paragraph::new(lines)
         .block(pane(title, focused))
-        .wrap(Wrap { trim: false });
+        .wrap(Wrap { trim: false })
+        .scroll((u16::try_from(offset).unwrap_or(u16::MAX), 0));
     frame.render_widget(p, area);
 }
