@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::Pid;
 use crate::render::Report;
 use crate::tui::app::{Action, App};
-use crate::tui::event::{spawn_input_thread, spawn_sampler_thread};
+use crate::tui::event::{spawn_input_thread, spawn_sampler_thread, spawn_signal_thread};
 use crate::tui::{self, Tty};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,10 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     }
     let pid = Pid(args.pid);
     let opts = refresh_options();
+    let (tx, rx) = mpsc::channel();
+    // Before any other thread starts (the collector's too), so that all of them inherit the
+    // blocked signals; a Ctrl-C during the first look then quits as soon as the view is up.
+    spawn_signal_thread(tx.clone())?;
     let first = collect(pid, &opts)?;
     let save_dir = std::env::current_dir().map_err(|source| Error::Io {
         context: "reading the current directory".into(),
@@ -42,7 +46,6 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     app.update(Action::Refresh(Box::new(Report::analyze(first))));
 
     let mut tty = Tty::enter()?;
-    let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let input = spawn_input_thread(tx.clone(), Arc::clone(&stop));
     let sampler = spawn_sampler_thread(

@@ -31,6 +31,9 @@ pub enum Event {
     CollectFailed(String),
     /// The sampler stopped for good (it panicked).
     Fatal(String),
+    /// SIGTERM, SIGHUP, SIGINT or SIGQUIT arrived: quit the same way `q` does, restoring the
+    /// terminal on the way out.
+    Signal(String),
 }
 
 /// How often the input thread checks `stop` and sends a [`Event::Tick`].
@@ -108,6 +111,33 @@ where
             return;
         }
     })
+}
+
+/// Turns the termination signals into [`Event::Signal`]: blocks them in the calling thread
+/// (and so in every thread it starts afterwards) and waits for them on a thread of their own.
+/// Call it before starting the other threads. The waiting thread is not joined: it ends with
+/// the process.
+pub fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+    ] {
+        set.add(sig);
+    }
+    set.thread_block().map_err(|e| Error::Io {
+        context: "blocking termination signals".into(),
+        source: std::io::Error::from(e),
+    })?;
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            let _ = tx.send(Event::Signal(sig.as_str().to_string()));
+        }
+    });
+    Ok(())
 }
 
 /// Sleeps `d` in short steps; false when `stop` was set meanwhile.

@@ -65,6 +65,7 @@ pub fn action_for(ev: Event) -> Option<Action> {
         Event::TargetGone(m) => Some(Action::TargetGone(m)),
         Event::CollectFailed(m) => Some(Action::CollectFailed(m)),
         Event::Fatal(m) => Some(Action::Fatal(m)),
+        Event::Signal(_) => Some(Action::Quit),
     }
 }
 

@@ -18,12 +18,13 @@ pub struct Hang {
 }
 
 impl Hang {
-    /// Starts fixtures/tui_hang.py with `children` children and waits (up to 20 s) until the
+    /// Starts fixtures/tui_hang.py with `children` children (`tag` names its readiness file, one
+    /// per test) and waits (up to 20 s) until the
     /// parent sits in wait4 and every child has a thread in write.
-    pub fn start(python: &str, children: usize, timeout_s: u32) -> Hang {
+    pub fn start(tag: &str, python: &str, children: usize, timeout_s: u32) -> Hang {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let ready = std::env::temp_dir().join(format!(
-            "mphang-tui-ready-{}-{children}.json",
+            "mphang-tui-ready-{}-{tag}.json",
             std::process::id()
         ));
         let _ = std::fs::remove_file(&ready);
@@ -216,7 +217,7 @@ fn attach_in_tmux_shows_the_finding_and_quits_cleanly() {
     let Some(python) = tools() else {
         return;
     };
-    let hang = Hang::start(&python, 1, 120);
+    let hang = Hang::start("e2e", &python, 1, 120);
     let bin = env!("CARGO_BIN_EXE_mphang");
     let tmux = Tmux::start(
         "e2e",
@@ -265,7 +266,7 @@ fn overhead_of_attach_on_64_processes() {
     let Some(python) = tools() else {
         return;
     };
-    let hang = Hang::start(&python, 63, 300);
+    let hang = Hang::start("bench", &python, 63, 300);
     let bin = env!("CARGO_BIN_EXE_mphang");
     let tmux = Tmux::start(
         "bench",
@@ -299,4 +300,43 @@ fn overhead_of_attach_on_64_processes() {
     );
     println!("{screen}");
     assert!(hang.wedged());
+}
+
+#[test]
+fn attach_restores_the_terminal_on_sigterm() {
+    let Some(python) = tools() else {
+        return;
+    };
+    let hang = Hang::start("term", &python, 1, 120);
+    let bin = env!("CARGO_BIN_EXE_mphang");
+    let tmux = Tmux::start(
+        "term",
+        120,
+        30,
+        &format!(
+            "{bin} attach {}; echo MPHANG_EXIT=$?; stty -a | grep -o -- '-\\?icanon'; sleep 60",
+            hang.parent
+        ),
+    );
+    let mphang = wait_for("mphang to start in the pane", 10, || tmux.pane_child());
+    wait_for("the first screen", 20, || {
+        tmux.capture().contains("Processes").then_some(())
+    });
+    nix::sys::signal::kill(NixPid::from_raw(mphang), Signal::SIGTERM).expect("send SIGTERM");
+    let after = wait_for("mphang to exit after SIGTERM", 10, || {
+        let s = tmux.capture();
+        (state(mphang).is_none() && s.contains("icanon")).then_some(s)
+    });
+    assert!(after.contains("MPHANG_EXIT=0"), "{after}");
+    assert!(
+        after.lines().any(|l| l.trim() == "icanon"),
+        "the terminal is back in canonical mode: {after}"
+    );
+    for pid in hang.pids() {
+        assert_eq!(
+            state(pid),
+            Some('S'),
+            "process {pid} left running and not stopped"
+        );
+    }
 }
