@@ -80,6 +80,8 @@ pub struct App {
     pub target_gone: Option<String>,
     /// One line of feedback (saved file, failed refresh).
     pub status: Option<String>,
+    /// The status goes away at the next good refresh (a failed refresh, "resumed").
+    status_is_transient: bool,
     /// Where `s` writes snapshots.
     pub save_dir: PathBuf,
     pub quit: bool,
@@ -106,6 +108,7 @@ impl App {
             paused: false,
             target_gone: None,
             status: None,
+            status_is_transient: false,
             save_dir,
             quit: false,
             fatal: None,
@@ -150,6 +153,7 @@ impl App {
                 } else {
                     "resumed".into()
                 });
+                self.status_is_transient = !self.paused;
             }
             Action::Save => self.save(),
             Action::Refresh(report) => {
@@ -161,7 +165,10 @@ impl App {
                 self.history.all_gone();
                 self.target_gone = Some(msg);
             }
-            Action::CollectFailed(msg) => self.status = Some(format!("refresh failed: {msg}")),
+            Action::CollectFailed(msg) => {
+                self.status = Some(format!("refresh failed: {msg}"));
+                self.status_is_transient = true;
+            }
             Action::Fatal(msg) => {
                 self.fatal = Some(msg);
                 self.quit = true;
@@ -170,6 +177,10 @@ impl App {
     }
 
     fn refresh(&mut self, mut report: Report) {
+        if self.status_is_transient {
+            self.status = None;
+            self.status_is_transient = false;
+        }
         // Worst first; the sort is stable so the analysis order breaks ties.
         report
             .findings
@@ -291,8 +302,10 @@ impl App {
     fn save(&mut self) {
         let Some(report) = &self.report else {
             self.status = Some("nothing to save yet: no refresh has completed".into());
+            self.status_is_transient = true;
             return;
         };
+        self.status_is_transient = false;
         self.status = Some(match save_snapshot(&report.snapshot, &self.save_dir) {
             Ok(path) => format!(
                 "saved {} (open with `mphang report --from`)",

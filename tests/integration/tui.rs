@@ -439,3 +439,15 @@ fn the_stack_keeps_the_user_frame_in_sight_and_scrolls() {
     app.update(key('j')); // another process, another stack: the scroll starts over
     assert_eq!(app.stack_scroll, 0);
 }
+
+#[test]
+fn a_failed_refresh_is_reported_until_the_next_good_one() {
+    let mut app = demo_app();
+    app.update(Action::CollectFailed(
+        "permission denied reading process 3736".into(),
+    ));
+    assert!(screen(&app).contains("refresh failed: permission denied"));
+    app.update(Action::Refresh(Box::new(demo::report(301_000))));
+    assert_eq!(app.status, None);
+    assert!(!app.quit, "a failed refresh never ends the view");
+}
