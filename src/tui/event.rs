@@ -1,8 +1,10 @@
-//! The one event stream of the live view and the two threads that feed it: the input thread
-//! (keys, resizes, a slow tick) and the sampler thread (collect + analyse every interval).
+//! The one event stream of the live view and the threads that feed it: the input thread (keys,
+//! resizes, a slow tick), the sampler thread (collect + analyse every interval) and the signal
+//! thread (termination signals become a normal quit).
 //!
-//! Both threads stop when the shared `stop` flag is set or the receiver is dropped; the caller
-//! joins them so that no collection (and no ptrace) is in flight when `attach` returns.
+//! The input and sampler threads stop when the shared `stop` flag is set or the receiver is
+//! dropped; the caller joins them so that no collection (and no ptrace) is in flight when
+//! `attach` returns.
 
 use crate::error::{Error, Result};
 use crate::model::Snapshot;
