@@ -342,7 +342,7 @@ fn sampler_sends_reports_then_target_gone() {
 }
 
 /// A snapshot recorded with `mphang report <pid> --save` from fixtures/tui_hang.py, analysed by
-/// the real analysis: the live view finds the hang and shows the feeder's wait.
+/// the real analysis: the live view finds the hang, the feeder's wait and the `# CULPRIT` line.
 #[test]
 fn recorded_snapshot_through_the_real_analysis() {
     let path = concat!(
@@ -368,7 +368,11 @@ fn recorded_snapshot_through_the_real_analysis() {
     assert_eq!(app.selected_pid, Some(child));
     let s = screen(&app);
     assert!(s.contains("[pipe write, 1 minute]"), "{s}");
-    assert!(s.contains("culprit: tui_hang.py:55 in main"), "{s}");
+    let line = crate::util::marked_lines("tui_hang", "CULPRIT")[0];
+    assert!(
+        s.contains(&format!("culprit: tui_hang.py:{line} in main")),
+        "{s}"
+    );
 }
 
 #[test]

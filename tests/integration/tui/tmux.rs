@@ -47,12 +47,13 @@ impl Hang {
             let text = std::fs::read_to_string(&hang.ready).ok()?;
             serde_json::from_str(&text).ok()
         });
-        hang.parent = doc["parent"].as_i64().expect("parent pid") as i32;
-        hang.children = doc["children"]
-            .as_array()
-            .expect("children")
+        // The fixtures' ready-file contract (fixtures/README.md): named pids.
+        let pids = doc["pids"].as_object().expect("pids in the ready file");
+        hang.parent = pids["parent"].as_i64().expect("parent pid") as i32;
+        hang.children = pids
             .iter()
-            .filter_map(|v| v.as_i64().map(|p| p as i32))
+            .filter(|(k, _)| k.starts_with("child"))
+            .filter_map(|(_, v)| v.as_i64().map(|p| p as i32))
             .collect();
         wait_for("the tree to wedge (wait4 + write)", 20, || {
             hang.wedged().then_some(())
