@@ -1,7 +1,7 @@
 //! `mphang attach <pid>`: the live terminal view. Takes a first look before touching the
-//! terminal (so a bad pid or missing permission is an ordinary error), then starts the input
-//! and sampler threads, runs [`crate::tui::run`] on the real terminal, and joins both threads
-//! so that no collection is in flight when it returns.
+//! terminal (so a bad pid or missing permission is an ordinary error), then starts the signal,
+//! input and sampler threads, runs [`crate::tui::run`] on the real terminal, and joins the
+//! sampler so that no collection is in flight when it returns.
 
 use crate::cli::AttachArgs;
 use crate::collect::{collect, CollectOptions};
@@ -58,9 +58,12 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let result = tui::run(&mut tty.terminal, &rx, &mut app);
     stop.store(true, Ordering::Relaxed);
     drop(rx);
-    // Both threads check `stop` at least every 200 ms; the sampler may first finish a look.
-    let _ = input.join();
+    // The sampler checks `stop` every 50 ms but first finishes a look in progress: wait for it,
+    // so that no ptrace is in flight when the process ends. The input thread is left behind:
+    // on a hung-up terminal crossterm's read() never returns (it spins), so joining it could
+    // hang; it ends with the process.
     let _ = sampler.join();
+    drop(input);
     drop(tty);
     result.map(|()| crate::cmd::EXIT_OK)
 }

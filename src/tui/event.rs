@@ -3,8 +3,8 @@
 //! thread (termination signals become a normal quit).
 //!
 //! The input and sampler threads stop when the shared `stop` flag is set or the receiver is
-//! dropped; the caller joins them so that no collection (and no ptrace) is in flight when
-//! `attach` returns.
+//! dropped; the caller joins the sampler so that no collection (and no ptrace) is in flight
+//! when `attach` returns.
 
 use crate::error::{Error, Result};
 use crate::model::Snapshot;
@@ -117,8 +117,9 @@ where
 
 /// Turns the termination signals into [`Event::Signal`]: blocks them in the calling thread
 /// (and so in every thread it starts afterwards) and waits for them on a thread of their own.
-/// Call it before starting the other threads. The waiting thread is not joined: it ends with
-/// the process.
+/// A second signal (or one that arrives when the loop is gone) restores the terminal and ends
+/// the process the default way. Call it before starting the other threads. The waiting thread
+/// is not joined: it ends with the process.
 pub fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -135,8 +136,18 @@ pub fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
         source: std::io::Error::from(e),
     })?;
     std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            let _ = tx.send(Event::Signal(sig.as_str().to_string()));
+        let mut asked = false;
+        while let Ok(sig) = set.wait() {
+            let delivered = tx.send(Event::Signal(sig.as_str().to_string())).is_ok();
+            if asked || !delivered {
+                // Asked twice, or nobody is listening any more: restore the terminal and let
+                // the signal do what it does by default (end the process).
+                super::restore();
+                let _ = set.thread_unblock();
+                let _ = nix::sys::signal::raise(sig);
+                return;
+            }
+            asked = true;
         }
     });
     Ok(())

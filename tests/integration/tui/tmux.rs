@@ -341,3 +341,34 @@ fn attach_restores_the_terminal_on_sigterm() {
         );
     }
 }
+
+#[test]
+fn attach_exits_when_its_terminal_goes_away() {
+    let Some(python) = tools() else {
+        return;
+    };
+    let hang = Hang::start("hup", &python, 1, 120);
+    let bin = env!("CARGO_BIN_EXE_mphang");
+    // "; true" keeps sh from exec-ing mphang, so the pane's pid is the shell, as elsewhere.
+    let tmux = Tmux::start(
+        "hup",
+        120,
+        30,
+        &format!("{bin} attach {}; true", hang.parent),
+    );
+    let mphang = wait_for("mphang to start in the pane", 10, || tmux.pane_child());
+    wait_for("the first screen", 20, || {
+        tmux.capture().contains("Processes").then_some(())
+    });
+    drop(tmux); // kill-server: the pty hangs up and mphang gets SIGHUP
+    wait_for("mphang to exit after its terminal went away", 10, || {
+        matches!(state(mphang), None | Some('Z')).then_some(())
+    });
+    for pid in hang.pids() {
+        assert_eq!(
+            state(pid),
+            Some('S'),
+            "process {pid} left running and not stopped"
+        );
+    }
+}
