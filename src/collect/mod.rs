@@ -1,5 +1,6 @@
 //! Collection: reads a live process tree into a [`Snapshot`]. The only module that touches the OS.
 
+pub mod native;
 pub mod perms;
 
 use crate::error::Result;
