@@ -269,13 +269,14 @@ fn sampler_child() {
     } else {
         StopMode::OneAtATime
     };
+    // Hold each stop for 3 ms so that most random kills land while a thread is stopped.
     let opts = SampleOptions {
         mode,
+        extra_hold: Duration::from_millis(3),
         ..SampleOptions::default()
     };
     let mut cache = NativeCache::new();
     loop {
-        // Fresh caches now and then, so kills also land in file loading, not only in ptrace.
         let _ = sample_with(Pid(pid), &tids_of(pid), &mut cache, &opts);
     }
 }
@@ -311,6 +312,7 @@ fn sigkill_mid_sample_never_leaves_a_stop() {
     let exe = std::env::current_exe().expect("test binary");
     let mut seed = (std::process::id() as u64) << 17 | 0x9e37_79b9;
     let kills = 30;
+    let mut mid_stop = 0;
     for i in 0..kills {
         let mut cmd = Command::new(&exe);
         cmd.args([
@@ -327,11 +329,23 @@ fn sigkill_mid_sample_never_leaves_a_stop() {
             cmd.env("MPHANG_NATIVE_ALL_AT_ONCE", "1");
         }
         let mut sampler = cmd.spawn().expect("re-exec test binary");
-        // Let it start sampling (its first sample loads the files), then kill at a random moment.
-        let delay = 30 + xorshift(&mut seed) % 150;
-        std::thread::sleep(Duration::from_millis(delay));
+        // Wait until the sampler holds a thread stopped, then kill it at a random moment after.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !tids_of(pid).iter().any(|&t| state_of(pid, t) == Some('t')) {
+            assert!(Instant::now() < deadline, "sampler never stopped a thread");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let delay = xorshift(&mut seed) % 20_000;
+        std::thread::sleep(Duration::from_micros(delay));
+        let stopped_at_kill = tids_of(pid)
+            .iter()
+            .filter(|&&t| state_of(pid, t) == Some('t'))
+            .count();
         sampler.kill().expect("SIGKILL sampler");
         sampler.wait().expect("reap sampler");
+        if stopped_at_kill > 0 {
+            mid_stop += 1;
+        }
         for tid in tids_of(pid) {
             let st = state_of(pid, tid);
             assert!(
@@ -351,9 +365,39 @@ fn sigkill_mid_sample_never_leaves_a_stop() {
         std::thread::sleep(Duration::from_millis(10));
     }
     eprintln!(
-        "{kills} sampler kills; counter {before} -> {}",
+        "{kills} sampler kills, {mid_stop} with a thread seen in tracing stop just before the kill; \
+         no thread left stopped; counter {before} -> {}",
         counter(&count_file)
     );
+    assert!(mid_stop > 0, "no kill landed while a thread was stopped");
+}
+
+#[test]
+fn panic_while_a_thread_is_stopped_detaches_it() {
+    let dir = scratch("panic");
+    let Some(mut t) = Target::start(PY311, "lock", &dir, None) else {
+        return;
+    };
+    let ids = t.wait_ready();
+    let (pid, tid) = (ids[0], Tid(ids[1]));
+    let r = std::thread::spawn(move || {
+        let Ok(mut g) = native::ptrace::Attached::seize(tid) else {
+            return false;
+        };
+        g.wait_stopped(Instant::now() + Duration::from_secs(5))
+            .expect("stop");
+        assert_eq!(state_of(pid, tid), Some('t'));
+        panic!("boom while thread {tid} is stopped");
+    })
+    .join();
+    match r {
+        Ok(false) => eprintln!("skipping: ptrace not permitted"),
+        Ok(true) => unreachable!(),
+        Err(_) => {
+            let st = state_of(pid, tid);
+            assert!(!matches!(st, Some('t' | 'T')), "left in state {st:?}");
+        }
+    }
 }
 
 fn monotonic_now() -> f64 {

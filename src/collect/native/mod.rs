@@ -217,6 +217,9 @@ pub struct SampleOptions {
     pub stack_bytes: usize,
     /// Give up on a thread that has not stopped after this long.
     pub stop_timeout: Duration,
+    /// Keep each thread stopped this much longer than needed. Zero in production; the
+    /// SIGKILL safety test raises it so that its kills land while threads are stopped.
+    pub extra_hold: Duration,
 }
 
 impl Default for SampleOptions {
@@ -225,6 +228,7 @@ impl Default for SampleOptions {
             mode: StopMode::OneAtATime,
             stack_bytes: 128 * 1024,
             stop_timeout: Duration::from_millis(100),
+            extra_hold: Duration::ZERO,
         }
     }
 }
@@ -421,14 +425,15 @@ fn capture_all(
 fn read_stopped(
     pid: Pid,
     g: &Attached,
-    tid: Tid,
     maps: &[MapEntry],
     opts: &SampleOptions,
 ) -> Result<(Regs, StackCopy), AttachError> {
     let regs = g.regs()?;
     let end = maps::stack_end(maps, regs.sp);
     let stack = ptrace::copy_stack(pid, regs.sp, end, opts.stack_bytes);
-    let _ = tid;
+    if !opts.extra_hold.is_zero() {
+        std::thread::sleep(opts.extra_hold);
+    }
     Ok((regs, stack))
 }
 
@@ -440,7 +445,7 @@ fn capture_one(
 ) -> Result<Capture, AttachError> {
     let mut g = Attached::seize(tid)?;
     g.wait_stopped(Instant::now() + opts.stop_timeout)?;
-    let read = read_stopped(pid, &g, tid, maps, opts);
+    let read = read_stopped(pid, &g, maps, opts);
     let exiting = g.exiting();
     let held = g.detach();
     let (regs, stack) = read?;
@@ -472,10 +477,10 @@ fn capture_together(
         }
     }
     let mut reads = Vec::new();
-    for (t, g) in &guards {
+    for (_, g) in &guards {
         reads.push(match g {
             Ok(a) if a.exiting() => Err(AttachError::Gone),
-            Ok(a) => read_stopped(pid, a, *t, maps, opts),
+            Ok(a) => read_stopped(pid, a, maps, opts),
             Err(e) => Err(e.clone()),
         });
     }

@@ -102,7 +102,9 @@ pub struct Attached {
     inject: Option<Signal>,
     /// The thread stopped at PTRACE_EVENT_EXIT: it is exiting.
     exiting: bool,
-    stopped_at: Option<Instant>,
+    /// When PTRACE_INTERRUPT was issued: the pause the thread sees is at most
+    /// `interrupted_at..detach`, an upper bound that includes our wait for the stop.
+    interrupted_at: Instant,
 }
 
 impl Attached {
@@ -110,14 +112,15 @@ impl Attached {
     pub fn seize(tid: Tid) -> Result<Attached, AttachError> {
         let p = NixPid::from_raw(tid.0);
         ptrace::seize(p, ptrace::Options::PTRACE_O_TRACEEXIT).map_err(|e| classify(tid, e))?;
-        let guard = Attached {
+        let mut guard = Attached {
             tid,
             stopped: false,
             inject: None,
             exiting: false,
-            stopped_at: None,
+            interrupted_at: Instant::now(),
         };
         ptrace::interrupt(p).map_err(|e| classify(tid, e))?;
+        guard.interrupted_at = Instant::now();
         Ok(guard)
     }
 
@@ -173,7 +176,6 @@ impl Attached {
 
     fn mark_stopped(&mut self) {
         self.stopped = true;
-        self.stopped_at = Some(Instant::now());
     }
 
     /// True when the thread stopped on its way out (PTRACE_EVENT_EXIT).
@@ -194,14 +196,16 @@ impl Attached {
         })
     }
 
-    /// Detaches now and returns how long the thread was stopped.
+    /// Detaches now and returns how long the thread may have been stopped (from the interrupt
+    /// to the detach; zero if it never stopped).
     pub fn detach(mut self) -> Duration {
         self.release()
     }
 
     fn release(&mut self) -> Duration {
-        let held = self.stopped_at.map(|t| t.elapsed()).unwrap_or_default();
+        let mut held = Duration::ZERO;
         if self.stopped {
+            held = self.interrupted_at.elapsed();
             // Errors are ignored on purpose: ESRCH means the thread died (nothing to restart).
             let _ = ptrace::detach(NixPid::from_raw(self.tid.0), self.inject.take());
             self.stopped = false;
