@@ -513,3 +513,99 @@ fn exited_and_unknown_threads_are_diagnostics() {
     let s = sample(Pid(i32::MAX - 7), &[Tid(i32::MAX - 7)], &mut cache);
     assert!(s.threads.is_empty() && !s.diagnostics.is_empty());
 }
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in tids_of(pid) {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{}/children", t.0)) {
+            out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// Timing of `sample()` over trees of 1, 8, 32, 64 forked children, against
+/// `py-spy dump --native --subprocesses`. Run with `scripts/bench_native.sh` (release build).
+#[test]
+#[ignore = "benchmark; run scripts/bench_native.sh"]
+fn bench_tree() {
+    let pyspy =
+        std::env::var("MPHANG_PYSPY").unwrap_or_else(|_| "/work/venv-bench/bin/py-spy".into());
+    let sizes: Vec<usize> = std::env::var("MPHANG_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 32, 64]);
+    println!("| children | processes | threads | sample() cold ms | sample() warm ms (median of 5) | warm per process ms | max stop per thread us | py-spy dump --native ms (median of 3) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let dir = scratch(&format!("bench-{n}"));
+        let Some(mut t) = Target::start(PY311, "tree", &dir, Some(&n.to_string())) else {
+            return;
+        };
+        let root = t.wait_ready()[0];
+        let mut pids = vec![root];
+        pids.extend(children_of(root));
+        let threads: usize = pids.iter().map(|&p| tids_of(p).len()).sum();
+        let run = |cache: &mut NativeCache| -> (Duration, Duration, usize) {
+            let t0 = Instant::now();
+            let mut max_stop = Duration::ZERO;
+            let mut got = 0;
+            for &p in &pids {
+                let s = sample(Pid(p), &tids_of(p), cache);
+                max_stop = max_stop.max(s.max_stop);
+                got += s.threads.len();
+            }
+            (t0.elapsed(), max_stop, got)
+        };
+        let mut cache = NativeCache::new();
+        let (cold, stop0, got) = run(&mut cache);
+        if got == 0 {
+            eprintln!("skipping: no thread could be sampled (ptrace not permitted?)");
+            return;
+        }
+        let mut warm = Vec::new();
+        let mut max_stop = stop0;
+        for _ in 0..5 {
+            let (d, s, _) = run(&mut cache);
+            warm.push(d);
+            max_stop = max_stop.max(s);
+        }
+        warm.sort();
+        let warm_med = warm[2];
+        let mut spy = Vec::new();
+        if Path::new(&pyspy).exists() {
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                let out = Command::new(&pyspy)
+                    .args([
+                        "dump",
+                        "--native",
+                        "--pid",
+                        &root.to_string(),
+                        "--subprocesses",
+                    ])
+                    .output()
+                    .expect("run py-spy");
+                let d = t0.elapsed();
+                if !out.status.success() {
+                    eprintln!("py-spy failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                spy.push(d);
+            }
+            spy.sort();
+        }
+        let spy_s = spy
+            .get(1)
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "n/a".into());
+        println!(
+            "| {n} | {} | {threads} | {:.1} | {:.1} | {:.2} | {} | {spy_s} |",
+            pids.len(),
+            cold.as_secs_f64() * 1e3,
+            warm_med.as_secs_f64() * 1e3,
+            warm_med.as_secs_f64() * 1e3 / pids.len() as f64,
+            max_stop.as_micros(),
+        );
+        drop(t);
+    }
+}

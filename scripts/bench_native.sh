@@ -1,0 +1,19 @@
+#!/bin/sh
+# Times mphang's native sampler (collect::native::sample) on trees of 1, 8, 32 and 64 forked
+# Python processes, next to `py-spy dump --native --subprocesses`, and measures the pause a
+# Python loop sees while it is sampled 100 times. Release build; needs root (ptrace).
+#
+#   scripts/bench_native.sh            # sizes 1,8,32,64
+#   MPHANG_BENCH_SIZES=1,8 scripts/bench_native.sh
+#   MPHANG_PYSPY=/path/to/py-spy scripts/bench_native.sh
+#
+# py-spy comes from a venv: python3 -m venv /work/venv-bench && /work/venv-bench/bin/pip install py-spy
+set -eu
+cd "$(dirname "$0")/.."
+date -u '+%Y-%m-%d %H:%M UTC'
+uname -r
+nproc
+nice cargo test --release --test integration -- --ignored --exact native::bench_tree --nocapture --test-threads=1 2>&1 \
+    | grep -E '^\|'
+nice cargo test --release --test integration -- --exact native::pause_seen_by_target_one_at_a_time native::pause_seen_by_target_all_at_once --nocapture --test-threads=1 2>&1 \
+    | grep -E '^pause'
