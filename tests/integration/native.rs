@@ -498,6 +498,45 @@ fn pause_seen_by_target_all_at_once() {
 }
 
 #[test]
+fn unwinds_through_the_vdso() {
+    let dir = scratch("clock");
+    let Some(mut t) = Target::start(PY311, "clock", &dir, None) else {
+        return;
+    };
+    let ids = t.wait_ready();
+    let (pid, tid) = (ids[0], Tid(ids[1]));
+    let mut cache = NativeCache::new();
+    for i in 0..400 {
+        let s = sample(Pid(pid), &[tid], &mut cache);
+        if denied(&s) {
+            return;
+        }
+        let Some(th) = s.threads.first() else {
+            continue;
+        };
+        let in_vdso = th
+            .frames
+            .first()
+            .is_some_and(|f| f.module.as_deref() == Some("[vdso]"));
+        if in_vdso {
+            eprintln!(
+                "sample {i}: stopped in the vdso:\n  {}",
+                fn_names(th).join("\n  ")
+            );
+            assert!(th.frames[0].function.is_some(), "vdso symbol");
+            assert!(
+                th.frames
+                    .iter()
+                    .any(|f| f.function.as_deref() == Some("_PyEval_EvalFrameDefault")),
+                "the unwind continues past the vdso into the eval loop"
+            );
+            return;
+        }
+    }
+    eprintln!("note: never caught the thread inside the vdso in 400 samples");
+}
+
+#[test]
 fn exited_and_unknown_threads_are_diagnostics() {
     let mut cache = NativeCache::new();
     // A TID that does not exist in a live process (ours): Gone, not a panic or an error.

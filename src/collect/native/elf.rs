@@ -95,6 +95,21 @@ impl ElfFile {
     /// Parses the file at `path` (opened through `/proc/PID/root` or `map_files`).
     pub fn load(name: &str, path: &Path) -> Result<ElfFile, String> {
         let map = map_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_map(name, map)
+    }
+
+    /// Parses an ELF image copied out of a process (the `[vdso]`).
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<ElfFile, String> {
+        let mut m = memmap2::MmapOptions::new()
+            .len(bytes.len().max(1))
+            .map_anon()
+            .map_err(|e| format!("{name}: {e}"))?;
+        m[..bytes.len()].copy_from_slice(bytes);
+        let map = m.make_read_only().map_err(|e| format!("{name}: {e}"))?;
+        Self::from_map(name, Arc::new(map))
+    }
+
+    fn from_map(name: &str, map: Arc<Mmap>) -> Result<ElfFile, String> {
         let file = object::File::parse(&**map).map_err(|e| format!("{name}: {e}"))?;
         let segments = file
             .segments()

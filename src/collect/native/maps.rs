@@ -28,6 +28,16 @@ impl MapEntry {
         self.inode != 0 && self.path.as_deref().is_some_and(|p| p.starts_with('/'))
     }
 
+    /// True for the kernel's `[vdso]`, an ELF image with its own unwind tables and symbols.
+    pub fn is_vdso(&self) -> bool {
+        self.path.as_deref() == Some("[vdso]")
+    }
+
+    /// True when this mapping holds code the unwinder and symbolizer can describe.
+    pub fn is_code_object(&self) -> bool {
+        self.is_file() || self.is_vdso()
+    }
+
     /// True when `addr` falls inside this mapping.
     pub fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end

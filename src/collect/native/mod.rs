@@ -37,8 +37,17 @@ use std::time::{Duration, Instant};
 use symbols::FileSymbols;
 use unwind::{ProcessUnwinder, StackCopy, UnwindCache, UnwindEnd};
 
-/// Identity of a mapped file: `major:minor` and inode from `/proc/PID/maps`.
+/// Identity of a mapped file: `major:minor` and inode from `/proc/PID/maps`
+/// (the vdso, which has neither, is keyed by its name and size).
 type FileKey = (String, u64);
+
+fn file_key(m: &MapEntry) -> FileKey {
+    if m.is_vdso() {
+        ("[vdso]".to_string(), m.end - m.start)
+    } else {
+        (m.dev.clone(), m.inode)
+    }
+}
 
 /// Per-binary caches (unwind sections + symbol tables), shared by every process of a tree:
 /// forked children share their parent's mappings, so each file is loaded once.
@@ -80,16 +89,24 @@ impl NativeCache {
 
     /// The parsed file behind mapping `m` of process `pid`, loading it on first use.
     fn file(&mut self, pid: Pid, m: &MapEntry) -> Option<Arc<ElfFile>> {
-        let key = (m.dev.clone(), m.inode);
+        let key = file_key(m);
         if let Some(f) = self.files.get(&key) {
             return f.clone();
         }
         let name = m.path.clone().unwrap_or_default();
-        let loaded = m
-            .open_candidates(pid.0)
-            .iter()
-            .find_map(|p| ElfFile::load(&name, p).ok())
-            .map(Arc::new);
+        let loaded = if m.is_vdso() {
+            // Same kernel, same vdso: copied out of the first process that maps it.
+            let len = usize::try_from(m.end - m.start).unwrap_or(0);
+            ptrace::read_memory(pid, m.start, len)
+                .ok()
+                .and_then(|b| ElfFile::from_bytes(&name, &b).ok())
+                .map(Arc::new)
+        } else {
+            m.open_candidates(pid.0)
+                .iter()
+                .find_map(|p| ElfFile::load(&name, p).ok())
+                .map(Arc::new)
+        };
         self.files.insert(key, loaded.clone());
         loaded
     }
@@ -98,7 +115,7 @@ impl NativeCache {
     fn unwinder_for(&mut self, pid: Pid, maps: &[MapEntry]) -> u64 {
         let exec: Vec<&MapEntry> = maps
             .iter()
-            .filter(|m| m.executable && m.is_file())
+            .filter(|m| m.executable && m.is_code_object())
             .collect();
         let mut h = DefaultHasher::new();
         for m in &exec {
@@ -139,13 +156,13 @@ impl NativeCache {
             .path
             .as_deref()
             .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
-        if !m.is_file() {
+        if !m.is_code_object() {
             return vec![bare(module)];
         }
         let Some(file) = self.file(pid, m) else {
             return vec![bare(module)];
         };
-        let key = (m.dev.clone(), m.inode);
+        let key = file_key(m);
         let roots = [
             PathBuf::from(format!("/proc/{}/root/", pid.0)),
             PathBuf::from("/"),
