@@ -497,6 +497,98 @@ fn pause_seen_by_target_all_at_once() {
     pause_run(StopMode::AllAtOnce);
 }
 
+fn check_merge_against_py_spy(python: &str) {
+    use mphang::collect::native::{merge, merge_with_entries, MergedFrame};
+    use mphang::model::PyFrame;
+    let dir = scratch(&format!("merge-{}", python.len()));
+    let Some(mut t) = Target::start(python, "lock", &dir, None) else {
+        return;
+    };
+    let ids = t.wait_ready();
+    let (pid, blocked) = (ids[0], Tid(ids[1]));
+    let mut cache = NativeCache::new();
+    let s = sample(Pid(pid), &tids_of(pid), &mut cache);
+    if denied(&s) {
+        return;
+    }
+    let th = s
+        .threads
+        .iter()
+        .find(|t| t.tid == blocked)
+        .expect("sampled");
+    // Python frames from py-spy (library, non-blocking: the thread is parked anyway).
+    let config = py_spy::Config {
+        blocking: py_spy::config::LockingStrategy::NonBlocking,
+        ..py_spy::Config::default()
+    };
+    let mut spy = py_spy::PythonSpy::new(pid, &config).expect("py-spy attaches");
+    let traces = spy.get_stack_traces().expect("py-spy stacks");
+    // fs_base == pthread_self() == py-spy's thread_id: the join key.
+    let trace = traces
+        .iter()
+        .find(|tr| tr.thread_id == th.fs_base)
+        .expect("py-spy thread with thread_id == fs_base");
+    let py: Vec<PyFrame> = trace
+        .frames
+        .iter()
+        .map(|f| PyFrame {
+            function: f.name.clone(),
+            file: f.filename.clone(),
+            line: f.line,
+        })
+        .collect();
+    let entries: Vec<bool> = trace
+        .frames
+        .iter()
+        .map(|f| f.is_entry || f.is_shim_entry)
+        .collect();
+    let show = |m: &[MergedFrame]| -> Vec<String> {
+        m.iter()
+            .map(|f| match f {
+                MergedFrame::Python(p) => format!("py {} ({})", p.function, p.short_location()),
+                MergedFrame::Native(n) => format!("c  {}", n.function.as_deref().unwrap_or("?")),
+            })
+            .collect()
+    };
+    let exact = merge_with_entries(&py, &entries, &th.frames);
+    let guess = merge(&py, &th.frames);
+    eprintln!(
+        "{python}: merged (py-spy entry flags {entries:?}):\n  {}",
+        show(&exact).join("\n  ")
+    );
+    assert_eq!(
+        exact, guess,
+        "the heuristic split matches py-spy's entry flags here"
+    );
+    let pys: Vec<&PyFrame> = exact
+        .iter()
+        .filter_map(|f| match f {
+            MergedFrame::Python(p) => Some(p),
+            MergedFrame::Native(_) => None,
+        })
+        .collect();
+    assert_eq!(pys.len(), py.len(), "every Python frame appears once");
+    let first_py = exact
+        .iter()
+        .position(|f| matches!(f, MergedFrame::Python(_)))
+        .expect("python frames");
+    assert!(matches!(&exact[first_py], MergedFrame::Python(p) if p.function.ends_with("body")));
+    assert!(
+        matches!(&exact[first_py - 1], MergedFrame::Native(n) if n.function.as_deref() == Some("lock_PyThread_acquire_lock")),
+        "the C lock call sits right inside the Python frame that made it"
+    );
+}
+
+#[test]
+fn merge_matches_py_spy_311() {
+    check_merge_against_py_spy(PY311);
+}
+
+#[test]
+fn merge_matches_py_spy_313() {
+    check_merge_against_py_spy(PY313);
+}
+
 #[test]
 fn unwinds_through_the_vdso() {
     let dir = scratch("clock");
