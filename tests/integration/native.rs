@@ -35,12 +35,30 @@ struct Target {
 
 impl Target {
     fn start(python: &str, mode: &str, dir: &Path, arg: Option<&str>) -> Option<Target> {
+        Self::start_wrapped(&[], python, mode, dir, arg)
+    }
+
+    /// Like `start`, with the interpreter run under `wrapper` (e.g. `unshare --pid --fork`).
+    fn start_wrapped(
+        wrapper: &[&str],
+        python: &str,
+        mode: &str,
+        dir: &Path,
+        arg: Option<&str>,
+    ) -> Option<Target> {
         if !Path::new(python).exists() {
             eprintln!("skipping: {python} not installed");
             return None;
         }
         let ready = dir.join(format!("{mode}.ready"));
-        let mut cmd = Command::new(python);
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(python);
+                c
+            }
+            None => Command::new(python),
+        };
         cmd.arg(fixture()).arg(mode).arg(&ready);
         if let Some(a) = arg {
             cmd.arg(a);
@@ -251,6 +269,69 @@ fn fork_child_blocked_on_parent_threads_mutex() {
         .function
         .as_deref()
         .is_some_and(|n| n.contains("lll_lock_wait") || n.contains("pthread_mutex_lock"))));
+}
+
+#[test]
+fn mutex_owner_in_a_pid_namespace() {
+    let dir = scratch("pidns");
+    let wrapper = ["unshare", "--pid", "--fork", "--mount-proc"];
+    let Some(mut t) = Target::start_wrapped(&wrapper, PY311, "fork_mutex", &dir, None) else {
+        return;
+    };
+    let ids = t.wait_ready();
+    let (ns_parent, ns_holder, ns_child) = (ids[0], ids[1], ids[2]);
+    if ns_parent != 1 {
+        eprintln!("skipping: unshare did not create a PID namespace (parent pid {ns_parent})");
+        return;
+    }
+    // Host view: unshare -> python parent (ns pid 1) -> forked child.
+    let unshare = t.child.id() as i32;
+    let parent = *children_of(unshare).first().expect("python under unshare");
+    let child = *children_of(parent).first().expect("forked child");
+    let line =
+        std::fs::read_to_string(format!("/proc/{child}/task/{child}/syscall")).expect("syscall");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
+    let (uaddr, op, val) = (hex(f[1]), hex(f[2]) as u32, hex(f[3]) as u32);
+    let word = read_futex_word(Pid(child), uaddr).expect("futex word");
+    let owner = mutex_owner(op, val, &word).expect("pthread mutex");
+    let host_holder = ns_tid_map(Pid(parent))
+        .get(&owner.ns_tid)
+        .copied()
+        .expect("owner is a thread of the parent, by NSpid");
+    eprintln!(
+        "pid ns: child {child} (ns {ns_child}) waits on mutex owned by ns tid {} = host tid {host_holder} \
+         in parent {parent} (ns 1)",
+        owner.ns_tid
+    );
+    assert_eq!(owner.ns_tid, ns_holder);
+    assert_ne!(host_holder.0, ns_holder, "namespace and host TIDs differ");
+    assert!(!ns_tid_map(Pid(child)).contains_key(&owner.ns_tid));
+    // The same thread by its pthread_t (fs_base from a sample) -> TCB tid -> NSpid -> host TID.
+    let mut cache = NativeCache::new();
+    let s = sample(Pid(parent), &tids_of(parent), &mut cache);
+    if denied(&s) {
+        return;
+    }
+    let holder_thread = s
+        .threads
+        .iter()
+        .find(|t| t.tid == host_holder)
+        .expect("holder sampled");
+    assert_eq!(
+        native::tid_of_pthread(Pid(parent), holder_thread.fs_base),
+        Some(host_holder)
+    );
+    assert_eq!(
+        s.tid_by_pthread().get(&holder_thread.fs_base),
+        Some(&host_holder)
+    );
+    // Files were read through /proc/PID/root of a process in another mount namespace.
+    assert!(holder_thread.frames.iter().any(|f| f.function.as_deref()
+        == Some("PyThread_acquire_lock_timed")
+        || f.function
+            .as_deref()
+            .is_some_and(|n| n.contains("clock_nanosleep"))));
 }
 
 /// Not a test on its own: the body of the sampler process that `sigkill_mid_sample_never_leaves_a_stop`
