@@ -481,6 +481,46 @@ fn panic_while_a_thread_is_stopped_detaches_it() {
     }
 }
 
+#[test]
+fn a_thread_traced_by_someone_else_is_a_diagnostic() {
+    let dir = scratch("traced");
+    let Some(mut t) = Target::start(PY311, "lock", &dir, None) else {
+        return;
+    };
+    let ids = t.wait_ready();
+    let (pid, tid) = (ids[0], Tid(ids[1]));
+    // Hold the thread seized (not stopped) from another thread, as py-spy or gdb would.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<bool>();
+    let holder = std::thread::spawn(move || {
+        let g = native::ptrace::Attached::seize(tid);
+        let _ = ready_tx.send(g.is_ok());
+        let _ = rx.recv();
+        drop(g);
+    });
+    if !ready_rx.recv().expect("holder") {
+        eprintln!("skipping: ptrace not permitted");
+        return;
+    }
+    let mut cache = NativeCache::new();
+    let s = sample(Pid(pid), &tids_of(pid), &mut cache);
+    let _ = tx.send(());
+    holder.join().expect("holder thread");
+    assert!(s.threads.iter().all(|th| th.tid != tid));
+    let d = s
+        .diagnostics
+        .iter()
+        .find(|d| d.tid == Some(tid))
+        .expect("a diagnostic for the traced thread");
+    eprintln!("diagnostic: {d:?}");
+    assert!(d.message.contains("already traced"), "{}", d.message);
+    // The other threads were still sampled.
+    assert_eq!(s.threads.len(), tids_of(pid).len() - 1);
+    for t in tids_of(pid) {
+        assert!(!matches!(state_of(pid, t), Some('t' | 'T')));
+    }
+}
+
 fn monotonic_now() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

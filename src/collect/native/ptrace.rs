@@ -72,6 +72,11 @@ fn classify(tid: Tid, e: Errno) -> AttachError {
         Errno::ESRCH | Errno::ECHILD => AttachError::Gone,
         // EPERM on a thread that is exiting (zombie or dead) is not a permission problem.
         Errno::EPERM if !task_alive(tid) => AttachError::Gone,
+        // A thread has one tracer: gdb, strace, or py-spy's own lock may hold it.
+        Errno::EPERM if tracer_of(tid).is_some_and(|t| t != 0) => AttachError::Other(format!(
+            "thread {tid} is already traced by pid {}",
+            tracer_of(tid).unwrap_or(0)
+        )),
         Errno::EPERM | Errno::EACCES => {
             AttachError::PermissionDenied(format!("ptrace(PTRACE_SEIZE, {tid}): {e}"))
         }
@@ -84,6 +89,13 @@ pub fn task_state(tid: Tid) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{}/stat", tid.0)).ok()?;
     let rest = &s[s.rfind(')')? + 1..];
     rest.split_whitespace().next()?.chars().next()
+}
+
+/// `TracerPid` of `/proc/TID/status` (0 = not traced).
+pub fn tracer_of(tid: Tid) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{}/status", tid.0)).ok()?;
+    let line = s.lines().find(|l| l.starts_with("TracerPid:"))?;
+    line["TracerPid:".len()..].trim().parse().ok()
 }
 
 fn task_alive(tid: Tid) -> bool {
