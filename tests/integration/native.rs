@@ -521,6 +521,54 @@ fn a_thread_traced_by_someone_else_is_a_diagnostic() {
     }
 }
 
+#[test]
+fn a_process_stopped_by_sigstop_stays_stopped() {
+    let dir = scratch("sigstop");
+    let count_file = dir.join("count");
+    let arg = count_file.to_str().expect("utf8").to_string();
+    let Some(mut t) = Target::start(PY311, "counter", &dir, Some(&arg)) else {
+        return;
+    };
+    let pid = t.wait_ready()[0];
+    // SAFETY: kill(2) on our own fixture process.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tids_of(pid).iter().all(|&t| state_of(pid, t) == Some('T')) {
+        assert!(Instant::now() < deadline, "SIGSTOP did not take");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut cache = NativeCache::new();
+    let t0 = Instant::now();
+    let s = sample(Pid(pid), &tids_of(pid), &mut cache);
+    if denied(&s) {
+        return;
+    }
+    eprintln!(
+        "sampled a SIGSTOPped process in {:?}: {} threads, diagnostics {:?}",
+        t0.elapsed(),
+        s.threads.len(),
+        s.diagnostics
+    );
+    assert_eq!(s.threads.len(), tids_of(pid).len());
+    assert!(s.threads.iter().all(|th| th.frames.len() > 3));
+    // Still stopped as the user wanted: not resumed by our detach, not in tracing stop.
+    for t in tids_of(pid) {
+        assert_eq!(state_of(pid, t), Some('T'), "thread {t}");
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let before = counter(&count_file);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(&count_file) <= before + 3 {
+        assert!(Instant::now() < deadline, "no progress after SIGCONT");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn monotonic_now() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
