@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 date -u '+%Y-%m-%d %H:%M UTC'
 uname -r
 nproc
-nice cargo test --release --test integration -- --ignored --exact native::bench_tree --nocapture --test-threads=1 2>&1 \
+nice cargo test --release --test integration -- --ignored --exact native::perf::bench_tree --nocapture --test-threads=1 2>&1 \
     | grep -E '^\|'
-nice cargo test --release --test integration -- --exact native::pause_seen_by_target_one_at_a_time native::pause_seen_by_target_all_at_once --nocapture --test-threads=1 2>&1 \
+nice cargo test --release --test integration -- --exact native::perf::pause_seen_by_target_one_at_a_time native::perf::pause_seen_by_target_all_at_once --nocapture --test-threads=1 2>&1 \
     | grep -E '^pause'

@@ -1,0 +1,191 @@
+//! The pause a sampled Python loop sees, and the tree benchmark (`scripts/bench_native.sh`).
+
+use super::*;
+use mphang::collect::native::{sample, sample_with, NativeCache, SampleOptions, StopMode};
+use mphang::model::Pid;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn monotonic_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Largest gap (µs) the target saw in windows that ended within [from, to].
+fn worst_gap(log: &Path, from: f64, to: f64) -> (u64, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut worst = 0;
+    let mut n = 0;
+    for l in text.lines() {
+        let mut it = l.split_whitespace();
+        let (Some(t), Some(g)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let (Ok(t), Ok(g)) = (t.parse::<f64>(), g.parse::<u64>()) else {
+            continue;
+        };
+        if t >= from && t <= to {
+            worst = worst.max(g);
+            n += 1;
+        }
+    }
+    (worst, n)
+}
+
+fn pause_run(mode: StopMode) {
+    let dir = scratch(&format!("gap-{mode:?}"));
+    let log = dir.join("gaps");
+    let arg = log.to_str().expect("utf8").to_string();
+    let Some(mut t) = Target::start(PY311, "gap", &dir, Some(&arg)) else {
+        return;
+    };
+    let pid = t.wait_ready()[0];
+    let tids = tids_of(pid);
+    let mut cache = NativeCache::new();
+    let opts = SampleOptions {
+        mode,
+        ..SampleOptions::default()
+    };
+    if denied(&sample_with(Pid(pid), &tids, &mut cache, &opts)) {
+        return;
+    }
+    // Baseline: the same loop, not sampled.
+    let b0 = monotonic_now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let b1 = monotonic_now();
+    let s0 = monotonic_now();
+    let mut max_stop = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    for _ in 0..100 {
+        let t0 = Instant::now();
+        let s = sample_with(Pid(pid), &tids, &mut cache, &opts);
+        total += t0.elapsed();
+        max_stop = max_stop.max(s.max_stop);
+        assert_eq!(s.threads.len(), tids.len(), "{:?}", s.diagnostics);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s1 = monotonic_now();
+    // Let the last window close.
+    std::thread::sleep(Duration::from_millis(120));
+    let (base, nb) = worst_gap(&log, b0, b1 + 0.05);
+    let (sampled, ns) = worst_gap(&log, s0 + 0.05, s1 + 0.05);
+    eprintln!(
+        "pause[{mode:?}] {} threads: target's worst loop gap {} us sampled ({ns} windows) vs {} us baseline ({nb} windows); \
+         tracer-side max stop {} us; sample() mean {} us",
+        tids.len(),
+        sampled,
+        base,
+        max_stop.as_micros(),
+        total.as_micros() / 100
+    );
+    assert!(ns > 0 && nb > 0, "no gap windows recorded");
+    assert!(
+        max_stop < Duration::from_millis(50),
+        "a stop lasted {max_stop:?}"
+    );
+    assert!(sampled < 50_000, "the target saw a {sampled} us gap");
+}
+
+#[test]
+fn pause_seen_by_target_one_at_a_time() {
+    pause_run(StopMode::OneAtATime);
+}
+
+#[test]
+fn pause_seen_by_target_all_at_once() {
+    pause_run(StopMode::AllAtOnce);
+}
+
+/// Timing of `sample()` over trees of 1, 8, 32, 64 forked children, against
+/// `py-spy dump --native --subprocesses`. Run with `scripts/bench_native.sh` (release build).
+#[test]
+#[ignore = "benchmark; run scripts/bench_native.sh"]
+fn bench_tree() {
+    let pyspy =
+        std::env::var("MPHANG_PYSPY").unwrap_or_else(|_| "/work/venv-bench/bin/py-spy".into());
+    let sizes: Vec<usize> = std::env::var("MPHANG_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 32, 64]);
+    println!("| children | processes | threads | sample() cold ms | sample() warm ms (median of 5) | warm per process ms | max stop per thread us | py-spy dump --native ms (median of 3) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let dir = scratch(&format!("bench-{n}"));
+        let Some(mut t) = Target::start(PY311, "tree", &dir, Some(&n.to_string())) else {
+            return;
+        };
+        let root = t.wait_ready()[0];
+        let mut pids = vec![root];
+        pids.extend(children_of(root));
+        let threads: usize = pids.iter().map(|&p| tids_of(p).len()).sum();
+        let run = |cache: &mut NativeCache| -> (Duration, Duration, usize) {
+            let t0 = Instant::now();
+            let mut max_stop = Duration::ZERO;
+            let mut got = 0;
+            for &p in &pids {
+                let s = sample(Pid(p), &tids_of(p), cache);
+                max_stop = max_stop.max(s.max_stop);
+                got += s.threads.len();
+            }
+            (t0.elapsed(), max_stop, got)
+        };
+        let mut cache = NativeCache::new();
+        let (cold, stop0, got) = run(&mut cache);
+        if got == 0 {
+            eprintln!("skipping: no thread could be sampled (ptrace not permitted?)");
+            return;
+        }
+        let mut warm = Vec::new();
+        let mut max_stop = stop0;
+        for _ in 0..5 {
+            let (d, s, _) = run(&mut cache);
+            warm.push(d);
+            max_stop = max_stop.max(s);
+        }
+        warm.sort();
+        let warm_med = warm[2];
+        let mut spy = Vec::new();
+        if Path::new(&pyspy).exists() {
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                let out = Command::new(&pyspy)
+                    .args([
+                        "dump",
+                        "--native",
+                        "--pid",
+                        &root.to_string(),
+                        "--subprocesses",
+                    ])
+                    .output()
+                    .expect("run py-spy");
+                let d = t0.elapsed();
+                if !out.status.success() {
+                    eprintln!("py-spy failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                spy.push(d);
+            }
+            spy.sort();
+        }
+        let spy_s = spy
+            .get(1)
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "n/a".into());
+        println!(
+            "| {n} | {} | {threads} | {:.1} | {:.1} | {:.2} | {} | {spy_s} |",
+            pids.len(),
+            cold.as_secs_f64() * 1e3,
+            warm_med.as_secs_f64() * 1e3,
+            warm_med.as_secs_f64() * 1e3 / pids.len() as f64,
+            max_stop.as_micros(),
+        );
+        drop(t);
+    }
+}
