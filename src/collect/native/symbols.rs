@@ -239,3 +239,52 @@ impl FileSymbols {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+    fn dynsym_addr(path: &str, name: &str) -> Option<u64> {
+        let map = map_file(Path::new(path)).ok()?;
+        let file = object::File::parse(&**map).ok()?;
+        let addr = file
+            .dynamic_symbols()
+            .find(|s| s.name().ok() == Some(name))
+            .map(|s| s.address());
+        addr
+    }
+
+    #[test]
+    fn libc_names_come_from_the_build_id_debug_file_when_installed() {
+        if !Path::new(LIBC).exists() {
+            eprintln!("skipping: no {LIBC}");
+            return;
+        }
+        let elf = ElfFile::load("libc.so.6", Path::new(LIBC)).expect("parse libc");
+        let debug = elf.debug_file_candidates(&[PathBuf::from("/")]);
+        let mut syms = FileSymbols::load(&elf, &[PathBuf::from("/")]);
+        let have_dbg = debug.iter().any(|p| p.exists());
+        let expected = if elf.has_symtab {
+            SymbolSource::Symtab
+        } else if have_dbg {
+            SymbolSource::DebugFile
+        } else {
+            SymbolSource::Dynsym
+        };
+        assert_eq!(syms.source, expected, "{syms:?}");
+        let addr = dynsym_addr(LIBC, "sem_wait").expect("sem_wait exported");
+        let r = syms.resolve(addr + 4);
+        assert!(
+            r.iter()
+                .any(|f| f.function.as_deref().is_some_and(|n| n.contains("sem_wait"))),
+            "{r:?}"
+        );
+        if have_dbg {
+            // DWARF from the debug file gives a source line.
+            assert!(r.iter().any(|f| f.line.is_some()), "{r:?}");
+        }
+    }
+}
