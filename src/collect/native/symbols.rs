@@ -278,8 +278,10 @@ mod tests {
         let addr = dynsym_addr(LIBC, "sem_wait").expect("sem_wait exported");
         let r = syms.resolve(addr + 4);
         assert!(
-            r.iter()
-                .any(|f| f.function.as_deref().is_some_and(|n| n.contains("sem_wait"))),
+            r.iter().any(|f| f
+                .function
+                .as_deref()
+                .is_some_and(|n| n.contains("sem_wait"))),
             "{r:?}"
         );
         if have_dbg {
