@@ -298,6 +298,16 @@ pub fn sample_with(
     opts: &SampleOptions,
 ) -> NativeSample {
     let mut out = NativeSample::default();
+    if pid.0 == std::process::id() as i32 {
+        // A thread cannot trace its own process (EPERM); say so plainly.
+        out.diagnostics.push(diag(
+            pid,
+            None,
+            DiagKind::Failed,
+            "mphang does not sample its own process".into(),
+        ));
+        return out;
+    }
     let maps = match std::fs::read_to_string(format!("/proc/{}/maps", pid.0)) {
         Ok(t) => maps::parse_maps(&t),
         Err(e) => {

@@ -325,12 +325,28 @@ fn unwinds_through_the_vdso() {
 #[test]
 fn exited_and_unknown_threads_are_diagnostics() {
     let mut cache = NativeCache::new();
-    // A TID that does not exist in a live process (ours): Gone, not a panic or an error.
+    // Our own process: refused with a diagnostic (a thread cannot trace its own process).
     let me = std::process::id() as i32;
-    let s = sample(Pid(me), &[Tid(i32::MAX - 7)], &mut cache);
+    let s = sample(Pid(me), &tids_of(me), &mut cache);
+    assert!(s.threads.is_empty() && s.diagnostics.len() == 1, "{s:?}");
+    // A TID that does not exist in a live process: Gone, not a panic or an error.
+    let dir = scratch("gone");
+    let Some(mut t) = Target::start(PY311, "lock", &dir, None) else {
+        return;
+    };
+    let pid = t.wait_ready()[0];
+    let s = sample(Pid(pid), &[Tid(i32::MAX - 7)], &mut cache);
     assert!(s.threads.is_empty());
     assert!(
         s.diagnostics.iter().any(|d| d.kind == DiagKind::Gone),
+        "{:?}",
+        s.diagnostics
+    );
+    // Threads the caller did not list are reported as new.
+    assert!(
+        s.diagnostics
+            .iter()
+            .any(|d| d.message.contains("appeared during sampling")),
         "{:?}",
         s.diagnostics
     );
