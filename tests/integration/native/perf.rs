@@ -62,13 +62,13 @@ fn pause_run(mode: StopMode) {
     std::thread::sleep(Duration::from_millis(1000));
     let b1 = monotonic_now();
     let s0 = monotonic_now();
-    let mut max_stop = Duration::ZERO;
+    let mut stops = Vec::new();
     let mut total = Duration::ZERO;
     for _ in 0..100 {
         let t0 = Instant::now();
         let s = sample_with(Pid(pid), &tids, &mut cache, &opts);
         total += t0.elapsed();
-        max_stop = max_stop.max(s.max_stop);
+        stops.push(s.max_stop);
         assert_eq!(s.threads.len(), tids.len(), "{:?}", s.diagnostics);
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -77,12 +77,17 @@ fn pause_run(mode: StopMode) {
     std::thread::sleep(Duration::from_millis(120));
     let (base, nb) = worst_gap(&log, b0, b1 + 0.05);
     let (sampled, ns) = worst_gap(&log, s0 + 0.05, s1 + 0.05);
+    stops.sort();
+    let max_stop = stops[stops.len() - 1];
     eprintln!(
-        "pause[{mode:?}] {} threads: target's worst loop gap {} us sampled ({ns} windows) vs {} us baseline ({nb} windows); \
-         tracer-side max stop {} us; sample() mean {} us",
+        "\npause[{mode:?}] {} threads, 100 samples: target's worst loop gap {} us while sampled ({ns} windows) \
+         vs {} us unsampled baseline ({nb} windows); tracer-side stop per sample median {} us, p90 {} us, max {} us; \
+         sample() mean {} us",
         tids.len(),
         sampled,
         base,
+        stops[stops.len() / 2].as_micros(),
+        stops[stops.len() * 9 / 10].as_micros(),
         max_stop.as_micros(),
         total.as_micros() / 100
     );
@@ -115,8 +120,8 @@ fn bench_tree() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8, 32, 64]);
-    println!("| children | processes | threads | sample() cold ms | sample() warm ms (median of 5) | warm per process ms | max stop per thread us | py-spy dump --native ms (median of 3) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| children | processes | threads | sample() cold ms | sample() warm ms (median of 5) | warm per process ms | stop per process us (median / max) | py-spy dump --native ms (median of 3) | processes in py-spy output |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let dir = scratch(&format!("bench-{n}"));
         let Some(mut t) = Target::start(PY311, "tree", &dir, Some(&n.to_string())) else {
@@ -126,33 +131,34 @@ fn bench_tree() {
         let mut pids = vec![root];
         pids.extend(children_of(root));
         let threads: usize = pids.iter().map(|&p| tids_of(p).len()).sum();
-        let run = |cache: &mut NativeCache| -> (Duration, Duration, usize) {
+        let tids: Vec<Vec<_>> = pids.iter().map(|&p| tids_of(p)).collect();
+        let run = |cache: &mut NativeCache, stops: &mut Vec<Duration>| -> (Duration, usize) {
             let t0 = Instant::now();
-            let mut max_stop = Duration::ZERO;
             let mut got = 0;
-            for &p in &pids {
-                let s = sample(Pid(p), &tids_of(p), cache);
-                max_stop = max_stop.max(s.max_stop);
+            for (&p, t) in pids.iter().zip(&tids) {
+                let s = sample(Pid(p), t, cache);
+                stops.push(s.max_stop);
                 got += s.threads.len();
             }
-            (t0.elapsed(), max_stop, got)
+            (t0.elapsed(), got)
         };
         let mut cache = NativeCache::new();
-        let (cold, stop0, got) = run(&mut cache);
+        let mut stops = Vec::new();
+        let (cold, got) = run(&mut cache, &mut stops);
         if got == 0 {
             eprintln!("skipping: no thread could be sampled (ptrace not permitted?)");
             return;
         }
         let mut warm = Vec::new();
-        let mut max_stop = stop0;
         for _ in 0..5 {
-            let (d, s, _) = run(&mut cache);
+            let (d, _) = run(&mut cache, &mut stops);
             warm.push(d);
-            max_stop = max_stop.max(s);
         }
+        stops.sort();
         warm.sort();
         let warm_med = warm[2];
         let mut spy = Vec::new();
+        let mut spy_procs = 0;
         if Path::new(&pyspy).exists() {
             for _ in 0..3 {
                 let t0 = Instant::now();
@@ -170,6 +176,10 @@ fn bench_tree() {
                 if !out.status.success() {
                     eprintln!("py-spy failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
+                spy_procs = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("Process "))
+                    .count();
                 spy.push(d);
             }
             spy.sort();
@@ -179,12 +189,13 @@ fn bench_tree() {
             .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
             .unwrap_or_else(|| "n/a".into());
         println!(
-            "| {n} | {} | {threads} | {:.1} | {:.1} | {:.2} | {} | {spy_s} |",
+            "| {n} | {} | {threads} | {:.1} | {:.1} | {:.2} | {} / {} | {spy_s} | {spy_procs} |",
             pids.len(),
             cold.as_secs_f64() * 1e3,
             warm_med.as_secs_f64() * 1e3,
             warm_med.as_secs_f64() * 1e3 / pids.len() as f64,
-            max_stop.as_micros(),
+            stops[stops.len() / 2].as_micros(),
+            stops[stops.len() - 1].as_micros(),
         );
         drop(t);
     }
