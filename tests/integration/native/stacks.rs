@@ -323,6 +323,38 @@ fn unwinds_through_the_vdso() {
 }
 
 #[test]
+fn gil_waiters_have_take_gil() {
+    let dir = scratch("gil");
+    let Some(mut t) = Target::start(PY311, "gil", &dir, None) else {
+        return;
+    };
+    let pid = t.wait_ready()[0];
+    let mut cache = NativeCache::new();
+    for i in 0..50 {
+        let s = sample(Pid(pid), &tids_of(pid), &mut cache);
+        if denied(&s) {
+            return;
+        }
+        let waiting: Vec<_> = s
+            .threads
+            .iter()
+            .filter(|th| waits_for_gil(&th.frames))
+            .collect();
+        if let Some(th) = waiting.first() {
+            eprintln!(
+                "sample {i}: {} of {} threads wait for the GIL; e.g. thread {}:\n  {}",
+                waiting.len(),
+                s.threads.len(),
+                th.tid,
+                fn_names(th).join("\n  ")
+            );
+            return;
+        }
+    }
+    panic!("no thread was ever seen in take_gil while three threads spin");
+}
+
+#[test]
 fn exited_and_unknown_threads_are_diagnostics() {
     let mut cache = NativeCache::new();
     // Our own process: refused with a diagnostic (a thread cannot trace its own process).
