@@ -92,11 +92,19 @@ fn pause_run(mode: StopMode) {
         total.as_micros() / 100
     );
     assert!(ns > 0 && nb > 0, "no gap windows recorded");
+    // Sanity bounds only (the figures are for docs/native.md). They must hold even when the
+    // whole test suite runs in parallel on a loaded 2-CPU machine, where a runnable thread can
+    // wait milliseconds for a CPU before it reaches the stop.
+    let p90 = stops[stops.len() * 9 / 10];
+    assert!(p90 < Duration::from_millis(50), "p90 stop {p90:?}");
     assert!(
-        max_stop < Duration::from_millis(50),
+        max_stop < Duration::from_millis(500),
         "a stop lasted {max_stop:?}"
     );
-    assert!(sampled < 50_000, "the target saw a {sampled} us gap");
+    assert!(
+        sampled < base + 50_000,
+        "the target saw a {sampled} us gap (baseline {base} us)"
+    );
 }
 
 #[test]

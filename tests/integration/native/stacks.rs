@@ -323,6 +323,37 @@ fn unwinds_through_the_vdso() {
 }
 
 #[test]
+fn mutex_kinds_normal_robust_pi() {
+    let dir = scratch("mutex-kinds");
+    let Some(mut t) = Target::start(PY311, "mutex_kinds", &dir, None) else {
+        return;
+    };
+    let ids = t.wait_ready();
+    let (pid, holder) = (ids[0], ids[1]);
+    let kinds = [
+        (ids[2], MutexKind::Private),
+        (ids[3], MutexKind::Robust),
+        (ids[4], MutexKind::PriorityInheritance),
+    ];
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
+    let map = ns_tid_map(Pid(pid));
+    for (waiter, kind) in kinds {
+        let line =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{waiter}/syscall")).expect("syscall");
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[0], "202", "{kind:?} waiter in futex: {line}");
+        let (uaddr, op, val) = (hex(f[1]), hex(f[2]) as u32, hex(f[3]) as u32);
+        let word = read_futex_word(Pid(pid), uaddr).expect("word");
+        let owner = mutex_owner(op, val, &word);
+        eprintln!("{kind:?}: futex op {op:#x} val {val:#x} -> {owner:?}");
+        let owner = owner.expect("a mutex");
+        assert_eq!(owner.kind, kind);
+        assert_eq!(owner.ns_tid, holder);
+        assert_eq!(map.get(&owner.ns_tid), Some(&Tid(holder)));
+    }
+}
+
+#[test]
 fn gil_waiters_have_take_gil() {
     let dir = scratch("gil");
     let Some(mut t) = Target::start(PY311, "gil", &dir, None) else {
