@@ -3,7 +3,7 @@
 //! test. The decoders are pure; the readers use `process_vm_readv` and `/proc`.
 
 use super::ptrace::read_memory;
-use crate::model::{NativeFrame, Pid, Tid};
+use crate::model::{Futex, NativeFrame, Pid, Tid};
 use std::collections::HashMap;
 
 /// glibc 2.36 x86_64 `offsetof(struct pthread, tid)` (`nptl/descr.h`; gdb `ptype /o`).
@@ -67,6 +67,17 @@ pub fn mutex_owner(op: u32, val: u32, word: &[u8; 16]) -> Option<MutexOwner> {
         }),
         _ => None,
     }
+}
+
+/// [`mutex_owner`] for the collector's decoded futex wait (`model::Futex` with `word` read).
+/// Unlike `Futex::is_mutex`, this also recognises robust mutexes (op 0, val `0x80000000|TID`).
+pub fn mutex_owner_of(f: &Futex) -> Option<MutexOwner> {
+    let w = f.word.as_ref()?;
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&w.value.to_le_bytes());
+    b[4..8].copy_from_slice(&w.high.to_le_bytes());
+    b[8..12].copy_from_slice(&w.owner_tid.to_le_bytes());
+    mutex_owner(f.op, f.val, &b)
 }
 
 /// Reads the 16 bytes at a futex address (the sem_t or mutex head).
@@ -180,6 +191,36 @@ mod tests {
         }
         // A plain FUTEX_WAIT with val 0 (e.g. a condition variable) is not a mutex either.
         assert_eq!(mutex_owner(0x80, 0, &word(0, 0)), None);
+    }
+
+    #[test]
+    fn from_the_model_futex() {
+        use crate::model::{FutexRegion, FutexWord};
+        let f = Futex {
+            uaddr: 0x7f00_0000_1000,
+            op: 0x80,
+            val: 2,
+            shared: false,
+            timed: false,
+            region: FutexRegion::Heap,
+            word: Some(FutexWord {
+                value: 2,
+                high: 0,
+                owner_tid: 15499,
+            }),
+        };
+        assert_eq!(mutex_owner_of(&f).map(|o| o.ns_tid), Some(15499));
+        let robust = Futex {
+            op: 0,
+            val: 0x8000_0000 | 77,
+            shared: true,
+            ..f.clone()
+        };
+        assert_eq!(
+            mutex_owner_of(&robust).map(|o| o.kind),
+            Some(MutexKind::Robust)
+        );
+        assert_eq!(mutex_owner_of(&Futex { word: None, ..f }), None);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub mod symbols;
 pub mod unwind;
 
 pub use locks::{
-    mutex_owner, ns_tid_map, read_futex_word, tid_of_pthread, waits_for_gil, MutexKind, MutexOwner,
+    mutex_owner, mutex_owner_of, ns_tid_map, read_futex_word, tid_of_pthread, waits_for_gil,
+    MutexKind, MutexOwner,
 };
 pub use merge::{merge, merge_with_entries, MergedFrame};
 
