@@ -107,6 +107,60 @@ fn pause_run(mode: StopMode) {
     );
 }
 
+/// The same measurement with `py-spy dump [--native]` as the sampler, for comparison: py-spy
+/// keeps every thread stopped while it reads the Python stacks and unwinds the native ones.
+#[test]
+#[ignore = "benchmark; run scripts/bench_native.sh"]
+fn pause_seen_by_target_under_py_spy() {
+    let pyspy =
+        std::env::var("MPHANG_PYSPY").unwrap_or_else(|_| "/work/venv-bench/bin/py-spy".into());
+    if !Path::new(&pyspy).exists() {
+        eprintln!("skipping: no py-spy at {pyspy}");
+        return;
+    }
+    for native in [false, true] {
+        let dir = scratch(&format!("gap-pyspy-{native}"));
+        let log = dir.join("gaps");
+        let arg = log.to_str().expect("utf8").to_string();
+        let Some(mut t) = Target::start(PY311, "gap", &dir, Some(&arg)) else {
+            return;
+        };
+        let pid = t.wait_ready()[0];
+        let b0 = monotonic_now();
+        std::thread::sleep(Duration::from_millis(1000));
+        let b1 = monotonic_now();
+        let s0 = monotonic_now();
+        let mut total = Duration::ZERO;
+        let runs = 20;
+        for _ in 0..runs {
+            let mut cmd = Command::new(&pyspy);
+            cmd.args(["dump", "--pid", &pid.to_string()]);
+            if native {
+                cmd.arg("--native");
+            }
+            let t0 = Instant::now();
+            let out = cmd.output().expect("py-spy");
+            total += t0.elapsed();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let s1 = monotonic_now();
+        std::thread::sleep(Duration::from_millis(120));
+        let (base, nb) = worst_gap(&log, b0, b1 + 0.05);
+        let (sampled, ns) = worst_gap(&log, s0 + 0.05, s1 + 0.05);
+        eprintln!(
+            "\npause[py-spy dump{}] {runs} runs: target's worst loop gap {sampled} us while sampled ({ns} windows) \
+             vs {base} us unsampled baseline ({nb} windows); py-spy run mean {} ms",
+            if native { " --native" } else { "" },
+            total.as_millis() / runs
+        );
+        drop(t);
+    }
+}
+
 #[test]
 fn pause_seen_by_target_one_at_a_time() {
     pause_run(StopMode::OneAtATime);
