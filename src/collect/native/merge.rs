@@ -114,7 +114,8 @@ fn anchor_names(native: &[NativeFrame]) -> &'static [&'static str] {
 
 enum Item {
     Native(Vec<NativeFrame>),
-    Run,
+    /// One eval-loop invocation: its native frames (kept if no Python frame is left for it).
+    Run(Vec<NativeFrame>),
 }
 
 /// Merges `py` (innermost first, from py-spy) into `native` (innermost first, from
@@ -123,13 +124,15 @@ enum Item {
 /// fewer (3.11+, where Python-to-Python calls stay in one eval loop) each inner run takes one
 /// frame and the outermost run takes the rest. Use [`merge_with_entries`] when the flags are
 /// known. If the native stack has no eval frame at all (a failed unwind), the Python frames
-/// follow the native ones.
+/// follow the native ones; an eval run left without Python frames (py-spy saw fewer frames,
+/// or none) stays as its native frames.
 pub fn merge(py: &[PyFrame], native: &[NativeFrame]) -> Vec<MergedFrame> {
     merge_inner(py, None, native)
 }
 
 /// [`merge`] with py-spy's per-frame `is_entry` flag (`entries[i]` for `py[i]`; 3.11+: the
-/// frame was entered from C, so it is the outermost frame of its eval loop).
+/// frame was entered from C, so it is the outermost frame of its eval loop). Pass
+/// `is_entry || is_shim_entry`, as py-spy does for 3.12+.
 pub fn merge_with_entries(
     py: &[PyFrame],
     entries: &[bool],
@@ -146,7 +149,6 @@ fn merge_inner(
     let anchors = anchor_names(native);
     // Group inlined frames (same address) and classify; fold wrappers into runs.
     let mut items: Vec<Item> = Vec::new();
-    let mut prev_role = Role::Other;
     let mut i = 0;
     while i < native.len() {
         let addr = native[i].addr;
@@ -154,26 +156,18 @@ fn merge_inner(
         while j < native.len() && native[j].addr == addr {
             j += 1;
         }
-        let group = &native[i..j];
-        let r = role(group, anchors);
-        match r {
-            Role::Anchor => items.push(Item::Run),
-            // A wrapper next to a run (either side) belongs to it; alone, it is a run itself.
-            Role::Wrapper if prev_role != Role::Other => {}
-            Role::Wrapper => items.push(Item::Run),
-            Role::Other => items.push(Item::Native(group.to_vec())),
-        }
-        if r == Role::Wrapper && prev_role == Role::Other {
-            prev_role = Role::Wrapper;
-        } else {
-            prev_role = r;
+        let group = native[i..j].to_vec();
+        match (role(&group, anchors), items.last_mut()) {
+            (Role::Anchor, _) => items.push(Item::Run(group)),
+            // A wrapper is the caller of the eval loop just inside it: same invocation.
+            (Role::Wrapper, Some(Item::Run(frames))) => frames.extend(group),
+            // A wrapper on its own (stopped inside it) stands for an eval invocation.
+            (Role::Wrapper, _) => items.push(Item::Run(group)),
+            (Role::Other, _) => items.push(Item::Native(group)),
         }
         i = j;
     }
-    // A run of wrapper(s) directly inside an anchor (innermost side) was pushed as its own run:
-    // collapse "Run, Run" pairs where the first came from a wrapper. Keep it simple: wrappers only
-    // start a run when no anchor follows them directly.
-    let runs = items.iter().filter(|it| matches!(it, Item::Run)).count();
+    let runs = items.iter().filter(|it| matches!(it, Item::Run(_))).count();
 
     // How many Python frames each run takes, innermost run first.
     let mut takes = vec![0usize; runs];
@@ -225,9 +219,13 @@ fn merge_inner(
                     out.push(MergedFrame::Native(f));
                 }
             }
-            Item::Run => {
+            Item::Run(frames) => {
                 let n = takes.get(run).copied().unwrap_or(0);
                 run += 1;
+                if n == 0 || k >= py.len() {
+                    out.extend(frames.into_iter().map(MergedFrame::Native));
+                    continue;
+                }
                 for f in py.iter().skip(k).take(n) {
                     out.push(MergedFrame::Python(f.clone()));
                 }
@@ -402,7 +400,19 @@ mod tests {
             n(2, "x.so", "c"),
             n(3, LP, "_PyEval_EvalFrameDefault"),
         ];
-        assert_eq!(names(&merge(&[p("f")], &native)), vec!["py:f", "c:c"]);
+        assert_eq!(
+            names(&merge(&[p("f")], &native)),
+            vec!["py:f", "c:c", "c:_PyEval_EvalFrameDefault"]
+        );
+        // No Python frames at all (py-spy failed for the thread): the native stack stays whole.
+        assert_eq!(
+            names(&merge(&[], &native)),
+            vec![
+                "c:_PyEval_EvalFrameDefault",
+                "c:c",
+                "c:_PyEval_EvalFrameDefault"
+            ]
+        );
     }
 
     #[test]
