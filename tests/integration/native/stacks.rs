@@ -210,9 +210,12 @@ fn check_merge_against_py_spy(python: &str) {
         .iter()
         .find(|t| t.tid == blocked)
         .expect("sampled");
-    // Python frames from py-spy (library, non-blocking: the thread is parked anyway).
+    // Python frames from py-spy (library). Blocking mode: py-spy seizes the threads itself for a
+    // consistent read, which is fine because our own sample has already detached (a thread has
+    // one tracer; never run both at once). A non-blocking read once failed here while the main
+    // thread was still running (py-spy's documented caveat for that mode).
     let config = py_spy::Config {
-        blocking: py_spy::config::LockingStrategy::NonBlocking,
+        blocking: py_spy::config::LockingStrategy::Lock,
         ..py_spy::Config::default()
     };
     let mut spy = py_spy::PythonSpy::new(pid, &config).expect("py-spy attaches");
