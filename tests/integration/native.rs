@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub(crate) const PY311: &str = "/root/.pyenv/versions/3.11.7/bin/python3";
 pub(crate) const PY313: &str = "/root/.pyenv/versions/3.13.0/bin/python3";
+pub(crate) const PY310: &str = "/root/.pyenv/versions/3.10.13/bin/python3";
+pub(crate) const PY38: &str = "/root/.pyenv/versions/3.8.18/bin/python3";
 pub(crate) const SAMPLER_ENV: &str = "MPHANG_NATIVE_SAMPLER_PID";
 
 pub(crate) fn fixture() -> PathBuf {

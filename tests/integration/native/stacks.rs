@@ -82,6 +82,16 @@ fn lock_wait_stack_311() {
 }
 
 #[test]
+fn lock_wait_stack_38() {
+    check_lock_stack(PY38, "libpython3.8");
+}
+
+#[test]
+fn lock_wait_stack_310() {
+    check_lock_stack(PY310, "libpython3.10");
+}
+
+#[test]
 fn lock_wait_stack_313() {
     check_lock_stack(PY313, "libpython3.13");
 }
@@ -279,6 +289,16 @@ fn check_merge_against_py_spy(python: &str) {
 #[test]
 fn merge_matches_py_spy_311() {
     check_merge_against_py_spy(PY311);
+}
+
+#[test]
+fn merge_matches_py_spy_38() {
+    check_merge_against_py_spy(PY38);
+}
+
+#[test]
+fn merge_matches_py_spy_310() {
+    check_merge_against_py_spy(PY310);
 }
 
 #[test]
