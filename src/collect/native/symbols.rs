@@ -227,11 +227,9 @@ impl FileSymbols {
             });
         } else if let (Some(last), Some(name)) = (out.last_mut(), sym_name) {
             // The symbol table names the outer function exactly (`.cold`/`.isra` parts too).
-            if last
-                .function
-                .as_deref()
-                .map_or(true, |f| name.starts_with(f))
-            {
+            // DWARF keeps its own name only when the symbol is a different function (an alias).
+            let dwarf_differs = matches!(last.function.as_deref(), Some(f) if !name.starts_with(f));
+            if !dwarf_differs {
                 last.function = Some(name);
             }
         }
