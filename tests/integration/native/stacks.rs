@@ -228,7 +228,13 @@ fn check_merge_against_py_spy(python: &str) {
         blocking: py_spy::config::LockingStrategy::Lock,
         ..py_spy::Config::default()
     };
-    let mut spy = py_spy::PythonSpy::new(pid, &config).expect("py-spy attaches");
+    // `retry_new` is py-spy's own entry point (its CLI uses it too): interpreter discovery scans
+    // memory without stopping the process and can miss under load (seen once in a full parallel
+    // test run on 3.8).
+    let mut spy = match py_spy::PythonSpy::retry_new(pid, &config, 5) {
+        Ok(s) => s,
+        Err(e) => panic!("py-spy could not attach to {pid}: {e:#}"),
+    };
     let traces = spy.get_stack_traces().expect("py-spy stacks");
     // fs_base == pthread_self() == py-spy's thread_id: the join key.
     let trace = traces
