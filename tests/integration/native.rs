@@ -39,16 +39,17 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn start(python: &str, mode: &str, dir: &Path, arg: Option<&str>) -> Option<Target> {
-        Self::start_wrapped(&[], python, mode, dir, arg)
+        Self::start_wrapped(&[], python, mode, dir, arg.as_slice())
     }
 
-    /// Like `start`, with the interpreter run under `wrapper` (e.g. `unshare --pid --fork`).
+    /// Like `start`, with the interpreter run under `wrapper` (e.g. `unshare --pid --fork`) and
+    /// any number of mode arguments.
     pub(crate) fn start_wrapped(
         wrapper: &[&str],
         python: &str,
         mode: &str,
         dir: &Path,
-        arg: Option<&str>,
+        args: &[&str],
     ) -> Option<Target> {
         if !Path::new(python).exists() {
             eprintln!("skipping: {python} not installed");
@@ -63,10 +64,7 @@ impl Target {
             }
             None => Command::new(python),
         };
-        cmd.arg(fixture()).arg(mode).arg(&ready);
-        if let Some(a) = arg {
-            cmd.arg(a);
-        }
+        cmd.arg(fixture()).arg(mode).arg(&ready).args(args);
         let child = cmd
             .process_group(0)
             .stdin(Stdio::null())

@@ -41,10 +41,15 @@ fn worst_gap(log: &Path, from: f64, to: f64) -> (u64, usize) {
 }
 
 fn pause_run(mode: StopMode) {
-    let dir = scratch(&format!("gap-{mode:?}"));
+    pause_run_with(mode, 3);
+}
+
+fn pause_run_with(mode: StopMode, blocked: usize) {
+    let dir = scratch(&format!("gap-{mode:?}-{blocked}"));
     let log = dir.join("gaps");
     let arg = log.to_str().expect("utf8").to_string();
-    let Some(mut t) = Target::start(PY311, "gap", &dir, Some(&arg)) else {
+    let n = blocked.to_string();
+    let Some(mut t) = Target::start_wrapped(&[], PY311, "gap", &dir, &[&arg, &n]) else {
         return;
     };
     let pid = t.wait_ready()[0];
@@ -159,6 +164,14 @@ fn pause_seen_by_target_under_py_spy() {
         );
         drop(t);
     }
+}
+
+/// How the pause scales with threads: 32 blocked threads plus the loop, both modes.
+#[test]
+#[ignore = "benchmark; run scripts/bench_native.sh"]
+fn pause_with_many_threads() {
+    pause_run_with(StopMode::OneAtATime, 32);
+    pause_run_with(StopMode::AllAtOnce, 32);
 }
 
 #[test]

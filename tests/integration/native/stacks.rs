@@ -142,7 +142,7 @@ fn fork_child_blocked_on_parent_threads_mutex() {
 fn mutex_owner_in_a_pid_namespace() {
     let dir = scratch("pidns");
     let wrapper = ["unshare", "--pid", "--fork", "--mount-proc"];
-    let Some(mut t) = Target::start_wrapped(&wrapper, PY311, "fork_mutex", &dir, None) else {
+    let Some(mut t) = Target::start_wrapped(&wrapper, PY311, "fork_mutex", &dir, &[]) else {
         return;
     };
     let ids = t.wait_ready();
