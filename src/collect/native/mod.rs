@@ -357,7 +357,12 @@ pub fn sample_with(
     }
 
     let results = capture_all(pid, &todo, &maps, opts);
-    for (tid, r) in results {
+    for (tid, mut r) in results {
+        // A TID listed earlier may have exited and been reused by another process before the
+        // seize; then what we read belongs elsewhere. The task is gone from pid in that case.
+        if r.is_ok() && !std::path::Path::new(&format!("/proc/{}/task/{}", pid.0, tid.0)).exists() {
+            r = Err(AttachError::Gone);
+        }
         match r {
             Ok(c) => {
                 out.max_stop = out.max_stop.max(c.held);
