@@ -216,6 +216,21 @@ impl Attached {
 
     fn release(&mut self) -> Duration {
         let mut held = Duration::ZERO;
+        if !self.stopped {
+            // Given up on (timeout, error)? It may have stopped since: one last look, so that
+            // it is released now rather than when the ptrace thread exits.
+            let p = NixPid::from_raw(self.tid.0);
+            match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => {
+                    self.stopped = true;
+                }
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    self.stopped = true;
+                    self.inject = Some(sig);
+                }
+                _ => {}
+            }
+        }
         if self.stopped {
             held = self.interrupted_at.elapsed();
             // Errors are ignored on purpose: ESRCH means the thread died (nothing to restart).
