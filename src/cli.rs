@@ -43,6 +43,9 @@ pub struct SampleArgs {
     /// Time between looks (e.g. 500ms, 2s).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Never stop a thread: no native stacks (Python stacks and /proc state only).
+    #[arg(long)]
+    pub nonblocking: bool,
 }
 
 #[derive(Debug, Clone, Args)]
