@@ -9,6 +9,7 @@
 
 mod connector;
 mod github;
+mod pidfd;
 mod signals;
 mod tree;
 
@@ -56,8 +57,14 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         context: "cannot install signal handlers".into(),
         source: e.into(),
     })?;
-    // Subscribe before the first fork so no descendant is missed; polling alone otherwise.
-    let exits = connector::Listener::start().ok();
+    // Subscribe before the first fork so no descendant is missed. `MPHANG_EXIT_SOURCE=pidfd` or
+    // `=poll` skips the better sources (for testing the fallbacks, or if one misbehaves).
+    let source = std::env::var("MPHANG_EXIT_SOURCE").unwrap_or_default();
+    let exits = match source.as_str() {
+        "pidfd" | "poll" => None,
+        _ => connector::Listener::start().ok(),
+    };
+    let pidfds = source != "poll";
     let child = std::process::Command::new(program)
         .args(rest)
         .process_group(0)
@@ -69,7 +76,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     // mphang reaps with waitpid(-1) itself (it must, for orphans), so the handle is not used.
     let pid = child.id() as i32;
     drop(child);
-    let mut tree = Tracker::new(pid, exits);
+    let mut tree = Tracker::new(pid, exits, pidfds);
 
     match watch(&mut tree, args) {
         Outcome::Exited(status) => {
@@ -210,9 +217,10 @@ fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
     }
 }
 
-/// Writes the report files, prints the report (and the GitHub annotations and job summary when
-/// asked or under GitHub Actions). Failing to write a file is reported, not fatal: the tree must
-/// still be ended and the exit code still tell a timeout.
+/// Writes the report files and the GitHub job summary first (they must exist even if stderr is
+/// closed), then prints the report, the `::error` annotations (when asked or under GitHub
+/// Actions) and where the files are. Failing to write a file is reported, not fatal: the tree
+/// must still be ended and the exit code still tell a timeout.
 fn publish(
     report: &Report,
     args: &RunArgs,
@@ -222,20 +230,30 @@ fn publish(
 ) -> std::io::Result<()> {
     let github = args.format == Some(RunFormat::Github)
         || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
-    match args.format {
-        Some(RunFormat::Json) => {
-            crate::render::json::write(report, err)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let written = write_files(report, &args.report_dir);
+    let summary = match std::env::var_os("GITHUB_STEP_SUMMARY") {
+        Some(path) if github => {
+            let md = github::summary(report, why, command, &args.report_dir, &cwd);
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(md.as_bytes()))
         }
+        _ => Ok(()),
+    };
+    match args.format {
+        Some(RunFormat::Json) => crate::render::json::write(report, err)?,
         _ => {
             let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             crate::render::text::render(report, &crate::render::text::TextOptions { color }, err)?;
         }
     }
-    let cwd = std::env::current_dir().unwrap_or_default();
     if github {
         err.write_all(github::annotations(report, why, &cwd).as_bytes())?;
     }
-    match write_files(report, &args.report_dir) {
+    match written {
         Ok(()) => writeln!(
             err,
             "mphang: report written to {} and {}",
@@ -244,18 +262,8 @@ fn publish(
         )?,
         Err(e) => writeln!(err, "mphang: {e}")?,
     }
-    if github {
-        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
-            let md = github::summary(report, why, command, &args.report_dir, &cwd);
-            let appended = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(md.as_bytes()));
-            if let Err(e) = appended {
-                writeln!(err, "mphang: cannot append to $GITHUB_STEP_SUMMARY: {e}")?;
-            }
-        }
+    if let Err(e) = summary {
+        writeln!(err, "mphang: cannot append to $GITHUB_STEP_SUMMARY: {e}")?;
     }
     Ok(())
 }

@@ -4,15 +4,18 @@
 //! Each poll reaps what was reparented to mphang (`waitpid(-1, WNOHANG)`, which gives their exit
 //! status), lists the descendants, notes the CPU time they used (for `--stall`) and moves the ones
 //! that vanished to the `gone` list. A non-child's status is only visible to its parent; it is
-//! taken from the proc connector when that runs (see `connector`), else from `/proc/PID/stat`
-//! while the process is a zombie, else recorded as unknown.
+//! taken from the proc connector when that runs (see `connector`), else from a pidfd held on the
+//! process (Linux 6.15+, see `pidfd`), else from `/proc/PID/stat` if a poll caught it as a
+//! zombie, else recorded as unknown.
 
 use super::connector::Listener;
+use super::pidfd;
 use crate::model::{GoneProcess, Pid};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A wait(2) status word, as `waitpid`, `/proc/PID/stat` and the proc connector report it.
@@ -129,8 +132,11 @@ fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// At most this many pidfds are held (one per live descendant), far below the usual 1024 limit.
+const MAX_PIDFDS: usize = 512;
+
 /// A live descendant as last seen.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Seen {
     ppid: i32,
     cmdline: Vec<String>,
@@ -138,6 +144,8 @@ struct Seen {
     cpu_ticks: u64,
     /// Set once it was seen as a zombie, with the status `/proc/PID/stat` gave.
     zombie: Option<Option<RawStatus>>,
+    /// Held while it lives, to ask for its exit status afterwards (pidfd mode only).
+    pidfd: Option<OwnedFd>,
 }
 
 /// Every descendant of mphang, alive and gone.
@@ -150,11 +158,17 @@ pub struct Tracker {
     /// Statuses reaped by mphang itself, by pid, with the time.
     reaped: HashMap<i32, (RawStatus, u64)>,
     exits: Option<Listener>,
+    /// Hold pidfds for exit statuses (no connector, kernel 6.15+).
+    pidfds: bool,
 }
 
 impl Tracker {
-    pub fn new(child: i32, exits: Option<Listener>) -> Tracker {
+    /// Tracks `child`'s tree; exit statuses from `exits` when given, else from pidfds when
+    /// `pidfds` allows and the kernel supports them, else from polling.
+    pub fn new(child: i32, exits: Option<Listener>, pidfds: bool) -> Tracker {
+        let pidfds = pidfds && exits.is_none() && pidfd::supported();
         Tracker {
+            pidfds,
             me: std::process::id() as i32,
             child,
             child_status: None,
@@ -174,6 +188,8 @@ impl Tracker {
     pub fn status_source(&self) -> &'static str {
         if self.exits.is_some() {
             "proc connector"
+        } else if self.pidfds {
+            "pidfds"
         } else {
             "/proc polling"
         }
@@ -240,12 +256,22 @@ impl Tracker {
                             self.retire(pid, old);
                         }
                         activity += 1;
+                        let held = self.live.values().filter(|s| s.pidfd.is_some()).count()
+                            + found.values().filter(|s| s.pidfd.is_some()).count();
+                        let pidfd = (self.pidfds && zombie.is_none() && held < MAX_PIDFDS)
+                            .then(|| pidfd::open(pid))
+                            .flatten()
+                            // The pid could have been reused between the stat and the open.
+                            .filter(|_| {
+                                read_stat(pid).map(|s| s.start_ticks) == Some(stat.start_ticks)
+                            });
                         Seen {
                             ppid: stat.ppid,
                             cmdline: read_cmdline(pid),
                             start_ticks: stat.start_ticks,
                             cpu_ticks: stat.cpu_ticks,
                             zombie,
+                            pidfd,
                         }
                     }
                 };
@@ -262,10 +288,11 @@ impl Tracker {
     }
 
     fn retire(&mut self, pid: i32, old: Seen) {
-        let (ended, at) = match (self.reaped.get(&pid), old.zombie) {
+        let from_pidfd = old.pidfd.as_ref().and_then(pidfd::exit_status);
+        let (ended, at) = match (self.reaped.get(&pid), from_pidfd.or(old.zombie.flatten())) {
             (Some(&(status, at)), _) => (Some(status.describe()), Some(at)),
-            (None, Some(Some(status))) => (Some(status.describe()), Some(now_ms())),
-            (None, _) => (None, Some(now_ms())),
+            (None, Some(status)) => (Some(status.describe()), Some(now_ms())),
+            (None, None) => (None, Some(now_ms())),
         };
         self.gone.push(GoneProcess {
             pid: Pid(pid),
