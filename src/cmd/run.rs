@@ -31,6 +31,9 @@ pub const EXIT_TIMEOUT_HANG: i32 = 125;
 /// Exit code after a second SIGINT ended the tree (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
+/// The longest a diagnosis may take before the tree is ended without it.
+const COLLECT_LIMIT: Duration = Duration::from_secs(60);
+
 /// How often the tree is polled.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -81,11 +84,11 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     match watch(&mut tree, args) {
         Outcome::Exited(status) => {
             // Whatever CMD left behind (daemons, orphans) goes with it, silently.
-            tree.end_all(args.grace);
+            tree.end_all(args.grace, &interrupted);
             Ok(status.shell_code())
         }
         Outcome::Interrupted => {
-            tree.end_all(Duration::ZERO);
+            tree.end_all(Duration::ZERO, &interrupted);
             Ok(EXIT_INTERRUPTED)
         }
         Outcome::Deadline(why) => {
@@ -99,7 +102,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                 if live == 1 { "" } else { "es" },
                 human(args.grace)
             );
-            let killed = tree.end_all(args.grace);
+            let killed = tree.end_all(args.grace, &interrupted);
             if killed > 0 {
                 let _ = writeln!(
                     err,
@@ -115,6 +118,11 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             })
         }
     }
+}
+
+/// True once a second SIGINT arrived: stop waiting politely.
+fn interrupted() -> bool {
+    signals::Received::now().int >= 2
 }
 
 /// Polls the tree until CMD exits, a deadline passes, or a second SIGINT arrives; forwards
@@ -178,7 +186,8 @@ fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
         extra_roots: tree.orphans(),
         ..CollectOptions::default()
     };
-    let mut snapshot = collect(Pid(pid), &opts).unwrap_or_else(|e| failed_snapshot(Pid(pid), &e));
+    let mut snapshot =
+        collect_bounded(Pid(pid), opts).unwrap_or_else(|e| failed_snapshot(Pid(pid), &e));
     tree.poll();
     for g in tree.gone() {
         match snapshot.gone.iter_mut().find(|s| s.pid == g.pid) {
@@ -188,6 +197,28 @@ fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
         }
     }
     Report::analyze(snapshot)
+}
+
+/// Runs `collect` on its own thread and gives up after [`COLLECT_LIMIT`]: mphang must never
+/// hang itself, and the tree must still be ended (a stuck collector's ptrace attachments go
+/// with the processes it was reading when they are SIGKILLed).
+fn collect_bounded(root: Pid, opts: CollectOptions) -> Result<Snapshot> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("collect".into())
+        .spawn(move || {
+            let _ = tx.send(collect(root, &opts));
+        })
+        .map_err(|source| Error::Io {
+            context: "cannot start the collector thread".into(),
+            source,
+        })?;
+    rx.recv_timeout(COLLECT_LIMIT).unwrap_or_else(|_| {
+        Err(Error::Io {
+            context: format!("collection did not finish within {}", human(COLLECT_LIMIT)),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })
+    })
 }
 
 /// The snapshot written when collection itself failed: no processes, the error as a diagnostic.

@@ -359,8 +359,9 @@ impl Tracker {
     /// Ends the whole tree: SIGTERM (and SIGCONT, for stopped ones) to everything, up to `grace`
     /// for it to exit, then SIGKILL to what is left, until nothing below mphang remains (or 10 s
     /// more passed: a process in uninterruptible sleep can outlive SIGKILL for a while).
-    /// Returns how many processes still had to be SIGKILLed.
-    pub fn end_all(&mut self, grace: Duration) -> usize {
+    /// The grace period is cut short when `hurry` turns true (a second SIGINT). Returns how
+    /// many processes still had to be SIGKILLed.
+    pub fn end_all(&mut self, grace: Duration, hurry: &dyn Fn() -> bool) -> usize {
         self.poll();
         if self.live.is_empty() && self.child_status.is_some() {
             return 0;
@@ -368,7 +369,7 @@ impl Tracker {
         self.signal_all(Signal::SIGTERM);
         self.signal_all(Signal::SIGCONT);
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && !hurry() {
             std::thread::sleep(Duration::from_millis(50));
             self.poll();
             if self.live.is_empty() && self.child_status.is_some() {
