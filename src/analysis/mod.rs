@@ -1,5 +1,16 @@
 //! Analysis: from a [`Snapshot`] to per-thread verdicts and named findings. Pure, no IO.
+//!
+//! 1. [`blocked`]: what each thread waits for (pipe, socket, semaphore, mutex, child, ...).
+//! 2. [`graph`]: who could release it (providers), which threads can progress by themselves
+//!    (seeds, including movement seen between looks), and the least fixpoint: what is left can
+//!    never progress.
+//! 3. [`patterns`]: named explanations of the stuck set, with chain, culprit line and fix.
 
+pub mod blocked;
+pub mod describe;
+pub mod graph;
+pub mod index;
+pub mod patterns;
 mod types;
 
 pub use types::*;
@@ -14,6 +25,24 @@ pub struct Analysis {
 }
 
 /// Analyses a snapshot.
-pub fn analyze(_snap: &Snapshot) -> Analysis {
-    Analysis::default()
+pub fn analyze(snap: &Snapshot) -> Analysis {
+    let idx = index::Index::new(snap);
+    let g = graph::build(&idx);
+    let threads = g
+        .order
+        .iter()
+        .map(|r| ThreadVerdict {
+            thread: *r,
+            blocked_on: g.blocked(*r).cloned().unwrap_or(BlockedOn::Unknown {
+                what: "not resolved".into(),
+            }),
+            progress: g.progress.get(r).copied().unwrap_or(Progress::CanProgress),
+            because: g.because.get(r).cloned(),
+            providers: g.providers(*r).to_vec(),
+            line: describe::line(&idx, &g, *r),
+            housekeeping: g.housekeeping.contains(r),
+        })
+        .collect();
+    let findings = patterns::run(&idx, &g);
+    Analysis { threads, findings }
 }

@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod demo;
+pub mod fixture;
 pub mod report;
 pub mod run;
 

@@ -154,7 +154,21 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     let pids = tree::walk(&roots);
     let n = workers();
 
+    let trace = std::env::var_os("MPHANG_TRACE").is_some();
+    let phase = |name: &str| {
+        if trace {
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!(
+                    "{:>7.1} ms {name}\n",
+                    started.elapsed().as_secs_f64() * 1000.0
+                ),
+            );
+        }
+    };
+    phase("tree");
     let raws = par_map(&pids, n, |&pid| read_process(pid));
+    phase("proc");
     let mut diagnostics = Vec::new();
     let mut gone = Vec::new();
     let mut procs: Vec<Raw> = Vec::new();
@@ -179,6 +193,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     if opts.python {
         add_python(&mut procs, n);
     }
+    phase("python");
     for r in &mut procs {
         diagnostics.append(&mut r.diags);
     }
@@ -207,7 +222,13 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         }
     }
 
-    let semaphores = semaphores(&procs);
+    phase("pipes+sockets");
+    let layouts: HashMap<i32, Option<String>> = procs
+        .iter()
+        .map(|r| (r.snap.pid.0, layout_key(r)))
+        .collect();
+    let semaphores = semaphores(&procs, &layouts, n);
+    phase("semaphores");
     assign_roles(&mut procs, root.0);
 
     let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
@@ -219,6 +240,9 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         std::thread::sleep(opts.interval);
         let after_ms = first_done.elapsed().as_millis() as u64;
         later_look(&mut processes, after_ms);
+        if opts.python {
+            restack(&mut processes, &layouts, n);
+        }
         for p in &mut pipes {
             let again = pipe_refs
                 .get(&p.inode)
@@ -518,7 +542,11 @@ fn upgrade_sockets(procs: &mut [Raw], all: &HashMap<u64, sockdiag::UnixInfo>) {
     }
 }
 
-fn semaphores(procs: &[Raw]) -> Vec<SemaphoreSnap> {
+fn semaphores(
+    procs: &[Raw],
+    layouts: &HashMap<i32, Option<String>>,
+    workers: usize,
+) -> Vec<SemaphoreSnap> {
     let mut by_key: BTreeMap<SemKey, SemaphoreSnap> = BTreeMap::new();
     let mut first: HashMap<SemKey, (i32, u64)> = HashMap::new();
     for r in procs {
@@ -565,14 +593,7 @@ fn semaphores(procs: &[Raw]) -> Vec<SemaphoreSnap> {
             }
         }
         if s.value == Some(0) && waited.contains(key) {
-            let mut holders = Vec::new();
-            for r in procs {
-                if let Some(m) = r.snap.sem_maps.iter().find(|m| &m.key == key) {
-                    let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
-                    holders.extend(sems::scan_semlocks(r.snap.pid.0, &r.maps, m.start, &tids));
-                }
-            }
-            s.holders = Some(holders);
+            s.holders = Some(holders(procs, key, layouts, workers));
         }
     }
     by_key.into_values().collect()
@@ -674,4 +695,106 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
             t.later.push(look);
         }
     }
+}
+
+/// Re-reads the Python stacks of processes with a running thread and records each thread's
+/// innermost frame in its latest look (a busy loop shows the same frame every time).
+fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>, workers: usize) {
+    let running = |p: &ProcessSnap| {
+        p.threads
+            .iter()
+            .any(|t| t.state == 'R' || t.later.last().is_some_and(|l| l.state == 'R'))
+    };
+    let targets: Vec<python::Target> = processes
+        .iter()
+        .filter(|p| p.python_version.is_some() && running(p))
+        .map(|p| python::Target {
+            pid: p.pid.0,
+            tids: p.threads.iter().map(|t| t.tid.0).collect(),
+            layout: layouts.get(&p.pid.0).cloned().flatten(),
+        })
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let results = python::collect(&targets, workers);
+    for p in processes.iter_mut() {
+        let Some(Ok(pp)) = results.get(&p.pid.0) else {
+            continue;
+        };
+        for (tid, py) in &pp.threads {
+            let Some(t) = tid.and_then(|tid| p.threads.iter_mut().find(|t| t.tid.0 == tid)) else {
+                continue;
+            };
+            if let Some(l) = t.later.last_mut() {
+                l.py_top = py.frames.first().map(|f| f.top_key());
+            }
+        }
+    }
+}
+
+/// SemLock objects pointing at semaphore `key` in every process mapping it. One full scan per
+/// address layout; forked children with the same layout are probed at the addresses found,
+/// falling back to a full scan when the probe fails. Scans run in parallel.
+fn holders(
+    procs: &[Raw],
+    key: &SemKey,
+    layouts: &HashMap<i32, Option<String>>,
+    workers: usize,
+) -> Vec<crate::model::SemLockSeen> {
+    let mappers: Vec<(&Raw, u64)> = procs
+        .iter()
+        .filter_map(|r| {
+            r.snap
+                .sem_maps
+                .iter()
+                .find(|m| &m.key == key)
+                .map(|m| (r, m.start))
+        })
+        .collect();
+    let tids = |r: &Raw| -> Vec<i32> { r.snap.threads.iter().map(|t| t.tid.0).collect() };
+    // First process of each layout (or of no known layout): full scans, in parallel.
+    let mut firsts: Vec<(&Raw, u64)> = Vec::new();
+    let mut seen_layouts: Vec<&String> = Vec::new();
+    let mut rest: Vec<(&Raw, u64)> = Vec::new();
+    for (r, start) in &mappers {
+        match layouts.get(&r.snap.pid.0).and_then(|l| l.as_ref()) {
+            Some(l) if seen_layouts.contains(&l) => rest.push((r, *start)),
+            Some(l) => {
+                seen_layouts.push(l);
+                firsts.push((r, *start));
+            }
+            None => firsts.push((r, *start)),
+        }
+    }
+    let scanned = par_map(&firsts, workers, |(r, start)| {
+        (
+            r.snap.pid.0,
+            sems::scan_semlocks(r.snap.pid.0, &r.maps, *start, &tids(r)),
+        )
+    });
+    let addrs_by_layout: HashMap<String, Vec<u64>> = scanned
+        .iter()
+        .filter_map(|(pid, found)| {
+            let l = layouts.get(pid)?.clone()?;
+            Some((l, found.iter().map(|(a, _)| *a).collect()))
+        })
+        .collect();
+    let probed = par_map(&rest, workers, |(r, start)| {
+        let pid = r.snap.pid.0;
+        let known = layouts
+            .get(&pid)
+            .and_then(|l| l.as_ref())
+            .and_then(|l| addrs_by_layout.get(l))
+            .filter(|a| !a.is_empty());
+        known
+            .and_then(|a| sems::probe_semlocks(pid, a, *start, &tids(r)))
+            .unwrap_or_else(|| sems::scan_semlocks(pid, &r.maps, *start, &tids(r)))
+    });
+    scanned
+        .into_iter()
+        .flat_map(|(_, v)| v)
+        .chain(probed.into_iter().flatten())
+        .map(|(_, s)| s)
+        .collect()
 }

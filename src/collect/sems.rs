@@ -18,7 +18,12 @@ const CHUNK: usize = 1 << 20;
 /// Scans the anonymous read-write memory of `pid` for SemLock objects whose handle is `handle`
 /// (the address of this process's mapping of the semaphore). Layout, identical in 3.8–3.13:
 /// +8 ob_type, +16 handle, +24 last_tid (pthread_t), +32 count, +36 maxvalue, +40 kind.
-pub fn scan_semlocks(pid: i32, maps: &[MapEntry], handle: u64, tids: &[i32]) -> Vec<SemLockSeen> {
+pub fn scan_semlocks(
+    pid: i32,
+    maps: &[MapEntry],
+    handle: u64,
+    tids: &[i32],
+) -> Vec<(u64, SemLockSeen)> {
     let mut found = Vec::new();
     let mut budget = SCAN_LIMIT;
     let mut buf = vec![0u8; CHUNK];
@@ -38,7 +43,7 @@ pub fn scan_semlocks(pid: i32, maps: &[MapEntry], handle: u64, tids: &[i32]) -> 
                     let hit = addr + off as u64;
                     if hit >= 16 {
                         if let Some(s) = check_object(pid, hit - 16, &mut type_ok, tids) {
-                            found.push(s);
+                            found.push((hit - 16, s));
                         }
                     }
                 }
@@ -48,6 +53,27 @@ pub fn scan_semlocks(pid: i32, maps: &[MapEntry], handle: u64, tids: &[i32]) -> 
         }
     }
     found
+}
+
+/// Reads SemLock objects at addresses already found in a process with the same layout (a
+/// forked child inherits its parent's objects at the same addresses). None when any address no
+/// longer holds a SemLock for `handle`, so the caller falls back to a full scan.
+pub fn probe_semlocks(
+    pid: i32,
+    addrs: &[u64],
+    handle: u64,
+    tids: &[i32],
+) -> Option<Vec<(u64, SemLockSeen)>> {
+    let mut type_ok = None;
+    let mut out = Vec::new();
+    for a in addrs {
+        let b = memory::read(pid, a + 16, 8).ok()?;
+        if memory::u64_at(&b, 0)? != handle {
+            return None;
+        }
+        out.push((*a, check_object(pid, *a, &mut type_ok, tids)?));
+    }
+    Some(out)
 }
 
 fn check_object(
@@ -70,12 +96,18 @@ fn check_object(
         *type_ok = Some(ob_type);
     }
     let last = memory::u64_at(&b, 24)?;
+    let count = memory::i32_at(&b, 32)?;
     Some(SemLockSeen {
         pid: Pid(pid),
-        count: memory::i32_at(&b, 32)?,
+        count,
         maxvalue: memory::i32_at(&b, 36)?,
         kind: memory::i32_at(&b, 40)?,
-        last_tid: super::python::tid_of_pthread(pid, last, tids),
+        // Only a holder's last acquirer matters; skip the read for the others.
+        last_tid: if count > 0 {
+            super::python::tid_of_pthread(pid, last, tids)
+        } else {
+            None
+        },
     })
 }
 

@@ -32,9 +32,23 @@ impl PyFrame {
         format!("{}:{}", base, self.line)
     }
 
+    /// `file.py:12 function`: how a frame is compared across looks.
+    pub fn top_key(&self) -> String {
+        format!("{} {}", self.short_location(), self.function)
+    }
+
     /// True when this frame is `function` in a file whose path ends with `file_suffix`.
+    /// Accepts qualified names too (`Queue._feed` matches `_feed`: 3.11+ reports qualnames).
     pub fn is(&self, file_suffix: &str, function: &str) -> bool {
-        self.function == function && self.file.ends_with(file_suffix)
+        self.file.ends_with(file_suffix) && self.named(function)
+    }
+
+    /// True when the function is `name`, bare or qualified (`Class.name`).
+    pub fn named(&self, name: &str) -> bool {
+        self.function == name
+            || (self.function.len() > name.len()
+                && self.function.ends_with(name)
+                && self.function.as_bytes()[self.function.len() - name.len() - 1] == b'.')
     }
 }
 
@@ -55,9 +69,24 @@ pub struct PyThread {
 }
 
 impl PyThread {
-    /// The innermost frame of user code, if any.
+    /// The innermost frame of user code, if any. Frames below multiprocessing's
+    /// `BaseProcess._bootstrap` are the parent's stack copied by fork, not this process's work,
+    /// so the search stops there.
     pub fn user_frame(&self) -> Option<&PyFrame> {
-        self.frames.iter().find(|f| f.is_user_code())
+        self.own_frames().iter().find(|f| f.is_user_code())
+    }
+
+    /// The frames this process runs itself: up to and including `_bootstrap` of
+    /// `multiprocessing/process.py` when present (the rest was inherited at fork).
+    pub fn own_frames(&self) -> &[PyFrame] {
+        match self
+            .frames
+            .iter()
+            .position(|f| f.is("multiprocessing/process.py", "_bootstrap"))
+        {
+            Some(i) => &self.frames[..=i],
+            None => &self.frames,
+        }
     }
     /// True when any frame is `function` in a file ending with `file_suffix`.
     pub fn has_frame(&self, file_suffix: &str, function: &str) -> bool {

@@ -1,1 +1,147 @@
-//! Integration tests: cli.
+//! CLI contract: help, version, completions, exit codes, and one-sentence errors with a hint.
+
+use crate::util::{bin, repo, run};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let o = run(&["--version"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("mphang "));
+    let o = run(&["--help"]);
+    let h = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["report", "attach", "run", "demo", "completions"] {
+        assert!(h.contains(cmd), "help lists {cmd}");
+    }
+}
+
+#[test]
+fn completions_for_bash() {
+    let o = run(&["completions", "bash"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("mphang"));
+}
+
+#[test]
+fn missing_pid_is_a_plain_error() {
+    let o = run(&["report", "999999"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("no process with pid 999999"), "{e}");
+    assert!(e.contains("hint:"), "{e}");
+    assert_eq!(e.lines().count(), 2, "one sentence and one hint: {e}");
+}
+
+#[test]
+fn pid_zero_and_kernel_threads_are_refused() {
+    for pid in ["0", "2"] {
+        let o = run(&["report", pid]);
+        assert_eq!(o.status.code(), Some(2), "pid {pid}");
+        assert!(stderr(&o).contains("kernel thread"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn bad_from_files_are_plain_errors() {
+    let dir = std::env::temp_dir().join(format!("mphang-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "not json").expect("write");
+    let wrong = dir.join("wrong.json");
+    std::fs::write(&wrong, r#"{"schema": "mphang/snapshot/v9"}"#).expect("write");
+    for (path, needle) in [
+        (
+            garbage.to_str().unwrap_or_default(),
+            "not a valid mphang snapshot",
+        ),
+        (wrong.to_str().unwrap_or_default(), "mphang/snapshot/v9"),
+        ("/nonexistent/snap.json", "cannot read"),
+    ] {
+        let o = run(&["report", "--from", path]);
+        assert_eq!(o.status.code(), Some(2), "{path}");
+        assert!(stderr(&o).contains(needle), "{path}: {}", stderr(&o));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn from_a_recorded_snapshot_exits_1_and_names_the_hang() {
+    let snap = repo().join("fixtures/snapshots/join_before_drain.json");
+    let o = bin()
+        .args(["report", "--from"])
+        .arg(&snap)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("join_before_drain"), "{out}");
+    assert!(!out.contains('\x1b'), "no colors when not a tty");
+    // The --json output is itself accepted by --from.
+    let o = bin()
+        .args(["report", "--json", "--from"])
+        .arg(&snap)
+        .output()
+        .expect("run");
+    let dir = std::env::temp_dir().join(format!("mphang-cli-json-{}.json", std::process::id()));
+    std::fs::write(&dir, &o.stdout).expect("write");
+    let again = bin()
+        .args(["report", "--from"])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(1));
+    let _ = std::fs::remove_file(&dir);
+}
+
+#[test]
+fn healthy_snapshot_exits_0() {
+    let snap = repo().join("fixtures/snapshots/pool_idle.json");
+    let o = bin()
+        .args(["report", "--from"])
+        .arg(&snap)
+        .output()
+        .expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No hang found"));
+}
+
+#[test]
+fn forced_colors() {
+    let snap = repo().join("fixtures/snapshots/join_before_drain.json");
+    let o = bin()
+        .args(["report", "--color", "always", "--from"])
+        .arg(&snap)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&o.stdout).contains('\x1b'));
+}
+
+#[test]
+fn no_permission_names_the_missing_right() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root to run mphang as another uid");
+        return;
+    }
+    let o = bin()
+        .args(["report", "1"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("permission denied") && e.contains("CAP_SYS_PTRACE"),
+        "{e}"
+    );
+}

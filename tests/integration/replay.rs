@@ -1,1 +1,205 @@
-//! Integration tests: replay.
+//! Replay tests: recorded snapshots (fixtures/snapshots/*.json) -> analysis -> text and JSON,
+//! pinned with insta; the progress veto, the JSON contract, and pure fixpoint checks.
+
+use crate::util::repo;
+use mphang::analysis::{analyze, BlockedOn, Progress};
+use mphang::model::Snapshot;
+use mphang::render::{self, Report};
+
+fn load(name: &str) -> Snapshot {
+    let path = repo()
+        .join("fixtures/snapshots")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).expect("read snapshot");
+    render::json::parse_snapshot(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn text(report: &Report) -> String {
+    let mut out = Vec::new();
+    render::text::render(
+        report,
+        &render::text::TextOptions { color: false },
+        &mut out,
+    )
+    .expect("render");
+    String::from_utf8(out).expect("utf8")
+}
+
+fn patterns(s: &Snapshot) -> Vec<String> {
+    analyze(s).findings.into_iter().map(|f| f.pattern).collect()
+}
+
+macro_rules! replay {
+    ($test:ident, $name:literal, [$($p:literal),*]) => {
+        #[test]
+        fn $test() {
+            let snap = load($name);
+            assert_eq!(patterns(&snap), vec![$($p.to_string()),*] as Vec<String>);
+            let report = Report::analyze(snap);
+            insta::assert_snapshot!(concat!($name, "_text"), text(&report));
+            insta::assert_json_snapshot!(concat!($name, "_findings"), report.findings);
+        }
+    };
+}
+
+replay!(
+    replay_join_before_drain,
+    "join_before_drain",
+    ["join_before_drain"]
+);
+replay!(
+    replay_orphaned_lock_pool,
+    "orphaned_lock_pool",
+    ["orphaned_lock"]
+);
+replay!(
+    replay_fork_inherited_lock,
+    "fork_inherited_lock",
+    ["fork_inherited_lock"]
+);
+replay!(replay_ipc_cycle, "ipc_cycle", ["ipc_cycle"]);
+replay!(
+    replay_undrained_queue_main_exit,
+    "undrained_queue_main_exit",
+    ["undrained_queue_at_exit"]
+);
+replay!(
+    replay_pool_worker_died,
+    "pool_worker_died",
+    ["pool_worker_died"]
+);
+replay!(replay_pool_idle, "pool_idle", []);
+replay!(replay_neg_slow_consumer, "neg_slow_consumer", []);
+
+/// The feeder thread of the join-before-drain child.
+fn feeder(s: &mut Snapshot) -> &mut mphang::model::ThreadSnap {
+    s.processes
+        .iter_mut()
+        .flat_map(|p| p.threads.iter_mut())
+        .find(|t| t.py.as_ref().and_then(|p| p.name.as_deref()) == Some("QueueFeederThread"))
+        .expect("feeder thread")
+}
+
+#[test]
+fn cpu_seen_between_looks_vetoes_the_verdict() {
+    let mut s = load("join_before_drain");
+    let f = feeder(&mut s);
+    let later = f.later.first_mut().expect("a later look");
+    later.cpu_ticks = f.cpu_ticks + 3;
+    assert_eq!(patterns(&s), Vec::<String>::new());
+    let a = analyze(&s);
+    assert!(a
+        .threads
+        .iter()
+        .all(|v| v.progress == Progress::CanProgress));
+}
+
+#[test]
+fn syscall_change_between_looks_vetoes_the_verdict() {
+    let mut s = load("join_before_drain");
+    let f = feeder(&mut s);
+    f.later[0].syscall = Some((0, 3, 0, 4));
+    assert!(patterns(&s).is_empty());
+}
+
+#[test]
+fn pipe_fill_change_between_looks_vetoes_the_verdict() {
+    let mut s = load("join_before_drain");
+    for p in &mut s.pipes {
+        p.later_buffered = vec![p.buffered.map(|b| b.saturating_sub(3022))];
+    }
+    assert!(patterns(&s).is_empty());
+}
+
+#[test]
+fn a_single_look_still_finds_the_hang() {
+    let mut s = load("join_before_drain");
+    s.looks = 1;
+    for t in s.processes.iter_mut().flat_map(|p| p.threads.iter_mut()) {
+        t.later.clear();
+    }
+    assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
+}
+
+#[test]
+fn a_running_provider_makes_everything_progress() {
+    // If the parent were running (e.g. about to read), nothing is stuck.
+    let mut s = load("join_before_drain");
+    let root = s.root;
+    let main = s
+        .processes
+        .iter_mut()
+        .find(|p| p.pid == root)
+        .and_then(|p| p.threads.first_mut())
+        .expect("parent main");
+    main.state = 'R';
+    main.syscall = mphang::model::SyscallState::Running;
+    let a = analyze(&s);
+    assert!(a.findings.is_empty());
+    assert!(
+        a.threads
+            .iter()
+            .all(|v| v.progress == Progress::CanProgress),
+        "{:#?}",
+        a.threads
+    );
+}
+
+#[test]
+fn stuck_set_is_exactly_the_hung_threads() {
+    let s = load("join_before_drain");
+    let a = analyze(&s);
+    let stuck: Vec<_> = a
+        .threads
+        .iter()
+        .filter(|v| v.progress == Progress::Stuck)
+        .collect();
+    assert_eq!(stuck.len(), 3, "parent main, child main, feeder");
+    assert!(stuck
+        .iter()
+        .any(|v| matches!(v.blocked_on, BlockedOn::Child { .. })));
+    assert!(stuck
+        .iter()
+        .any(|v| matches!(v.blocked_on, BlockedOn::PipeWrite { .. })));
+}
+
+#[test]
+fn idle_pool_is_not_stuck() {
+    let s = load("pool_idle");
+    let a = analyze(&s);
+    let main = a
+        .threads
+        .iter()
+        .find(|v| v.thread.tid.0 == s.root.0)
+        .expect("main");
+    assert_eq!(main.progress, Progress::CanProgress);
+}
+
+#[test]
+fn snapshot_round_trips() {
+    let s = load("orphaned_lock_pool");
+    let text = serde_json::to_string(&s).expect("serialize");
+    let back: Snapshot = serde_json::from_str(&text).expect("deserialize");
+    assert_eq!(s, back);
+    let report = Report::analyze(s);
+    let text = serde_json::to_string(&report).expect("serialize report");
+    let back: Report = serde_json::from_str(&text).expect("deserialize report");
+    assert_eq!(report, back);
+    // A report is accepted where a snapshot is expected.
+    assert_eq!(
+        render::json::parse_snapshot(&text).expect("report as input"),
+        report.snapshot
+    );
+}
+
+#[test]
+fn unknown_fields_and_wrong_schema_are_rejected() {
+    let s = load("ipc_cycle");
+    let mut v = serde_json::to_value(&s).expect("value");
+    v["processes"][0]["surprise"] = serde_json::json!(1);
+    let err = render::json::parse_snapshot(&v.to_string()).expect_err("unknown field");
+    assert!(err.contains("surprise"), "{err}");
+    let mut v = serde_json::to_value(&s).expect("value");
+    v["schema"] = serde_json::json!("mphang/snapshot/v0");
+    assert!(render::json::parse_snapshot(&v.to_string()).is_err());
+}

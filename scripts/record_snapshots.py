@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Record replay snapshots: run fixtures, wait until hung, save `mphang report --save`.
+
+Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] FIXTURE...
+Writes fixtures/snapshots/<fixture>.json. Paths under the repository are rewritten to
+/src/... so that rendering never reads the files (the output is the same on every machine).
+"""
+import argparse, json, os, signal, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def syscall(pid, tid):
+    try:
+        return int(open("/proc/%d/task/%d/syscall" % (pid, tid)).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def met(pid, tid, nrs):
+    if tid:
+        return syscall(pid, tid) in nrs
+    try:
+        return any(syscall(pid, int(t)) in nrs for t in os.listdir("/proc/%d/task" % pid))
+    except OSError:
+        return False
+
+
+def gone(pid):
+    try:
+        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
+    ap.add_argument("--mphang", default=os.path.join(ROOT, "target/debug/mphang"))
+    ap.add_argument("fixtures", nargs="+")
+    a = ap.parse_args()
+    for name in a.fixtures:
+        ready = "/tmp/mphang-record-%s.json" % name
+        if os.path.exists(ready):
+            os.unlink(ready)
+        p = subprocess.Popen([a.python, os.path.join(ROOT, "fixtures", name + ".py")],
+                             env=dict(os.environ, MPHANG_READY=ready), start_new_session=True,
+                             stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                if os.path.exists(ready):
+                    r = json.load(open(ready))
+                    if all(met(*b) for b in r["blocked"]) and all(gone(g) for g in r["gone"]):
+                        break
+                time.sleep(0.01)
+            else:
+                sys.exit("%s: not ready" % name)
+            out = os.path.join(ROOT, "fixtures", "snapshots", name + ".json")
+            subprocess.run([a.mphang, "report", str(p.pid), "--save", out, "--json"],
+                           stdout=subprocess.DEVNULL, check=False)
+            text = open(out).read().replace(ROOT + "/", "/src/")
+            open(out, "w").write(text)
+            print("recorded", out)
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+if __name__ == "__main__":
+    main()

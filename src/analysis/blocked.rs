@@ -1,0 +1,217 @@
+//! Blocked-on: what each thread waits for, from its decoded syscall, fds and memory; and which
+//! threads are known idle services (housekeeping loops, idle workers) rather than user work.
+
+use super::index::Index;
+use super::types::BlockedOn;
+use crate::model::{Decoded, FdKind, FutexRegion, ProcessSnap, Role, SyscallState, ThreadSnap};
+
+/// Resolves what `t` (a thread of `p`) waits for.
+pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
+    if t.state == 'R' || t.state == 'D' {
+        return BlockedOn::Running;
+    }
+    let s = match &t.syscall {
+        SyscallState::Running => return BlockedOn::Running,
+        SyscallState::UserStopped => {
+            return BlockedOn::Unknown {
+                what: "stopped in user space".into(),
+            }
+        }
+        SyscallState::Unknown => {
+            return BlockedOn::Unknown {
+                what: t
+                    .wchan
+                    .clone()
+                    .map(|w| format!("in {w} (syscall unreadable)"))
+                    .unwrap_or_else(|| "syscall unreadable".into()),
+            }
+        }
+        SyscallState::Blocked(s) => s,
+    };
+    match &s.decoded {
+        Decoded::Read { fd } => on_fd(p, *fd, false, 0),
+        Decoded::Write { fd, count } => on_fd(p, *fd, true, *count),
+        Decoded::Poll {
+            fds,
+            timeout_ms,
+            sleep_only,
+        } => {
+            if *sleep_only {
+                BlockedOn::Timed {
+                    what: "time.sleep".into(),
+                }
+            } else if let Some(ms) = timeout_ms {
+                BlockedOn::Timed {
+                    what: format!("{} with a {ms} ms timeout", s.name),
+                }
+            } else {
+                any_of(p, fds)
+            }
+        }
+        Decoded::EpollWait {
+            fds, timeout_ms, ..
+        } => match timeout_ms {
+            Some(ms) => BlockedOn::Timed {
+                what: format!("epoll_wait with a {ms} ms timeout"),
+            },
+            None => any_of(p, fds),
+        },
+        Decoded::Futex(f) => {
+            if f.timed {
+                return match f.region {
+                    FutexRegion::Interpreter => BlockedOn::Gil,
+                    _ => BlockedOn::Timed {
+                        what: "a timed lock or condition wait".into(),
+                    },
+                };
+            }
+            match &f.region {
+                FutexRegion::SharedSem { key } => BlockedOn::Semaphore { key: key.clone() },
+                _ if f.is_mutex() => BlockedOn::Mutex {
+                    uaddr: f.uaddr,
+                    owner_tid: f.word.as_ref().and_then(|w| {
+                        let cmd = f.op & 0x7f;
+                        let tid = if cmd == 6 || cmd == 13 || f.val & 0x8000_0000 != 0 {
+                            (w.value & 0x3fff_ffff) as i32
+                        } else {
+                            w.owner_tid
+                        };
+                        (tid > 0).then_some(tid)
+                    }),
+                },
+                FutexRegion::OwnStack { key } => BlockedOn::ParkingLot {
+                    uaddr: f.uaddr,
+                    key: *key,
+                },
+                _ => BlockedOn::ThreadLock { uaddr: f.uaddr },
+            }
+        }
+        Decoded::WaitChild { pid } => BlockedOn::Child { pid: *pid },
+        Decoded::Sleep => BlockedOn::Timed {
+            what: "sleep".into(),
+        },
+        Decoded::Accept { fd } => BlockedOn::Accept {
+            inode: p
+                .fds
+                .iter()
+                .find(|e| e.fd == *fd)
+                .and_then(|e| e.socket_inode()),
+        },
+        Decoded::Signal => BlockedOn::Signal,
+        Decoded::Restart => BlockedOn::Timed {
+            what: "a restarted timed wait".into(),
+        },
+        Decoded::Other => BlockedOn::Unknown {
+            what: format!("in {}", s.name),
+        },
+    }
+}
+
+fn on_fd(p: &ProcessSnap, fd: i32, write: bool, pending: u64) -> BlockedOn {
+    let Some(e) = p.fds.iter().find(|e| e.fd == fd) else {
+        return BlockedOn::Unknown {
+            what: format!("fd {fd} (closed?)"),
+        };
+    };
+    match &e.kind {
+        FdKind::Pipe { inode } if write => BlockedOn::PipeWrite {
+            inode: *inode,
+            pending,
+        },
+        FdKind::Pipe { inode } => BlockedOn::PipeRead { inode: *inode },
+        FdKind::UnixSocket {
+            inode,
+            peer,
+            listening: false,
+            ..
+        } if write => BlockedOn::SocketWrite {
+            inode: *inode,
+            peer: *peer,
+        },
+        FdKind::UnixSocket {
+            inode,
+            peer,
+            listening: false,
+            ..
+        } => BlockedOn::SocketRead {
+            inode: *inode,
+            peer: *peer,
+        },
+        FdKind::Tty { path } => BlockedOn::External {
+            what: format!("terminal {path}"),
+        },
+        FdKind::File { path } => BlockedOn::External {
+            what: format!("file {path}"),
+        },
+        FdKind::Socket { inode } => BlockedOn::External {
+            what: format!("socket:[{inode}] (network)"),
+        },
+        other => BlockedOn::External {
+            what: format!("fd {fd} ({other:?})"),
+        },
+    }
+}
+
+fn any_of(p: &ProcessSnap, fds: &[i32]) -> BlockedOn {
+    if fds.is_empty() {
+        return BlockedOn::Signal;
+    }
+    let of: Vec<BlockedOn> = fds
+        .iter()
+        .map(
+            |fd| match p.fds.iter().find(|e| e.fd == *fd).map(|e| &e.kind) {
+                Some(FdKind::UnixSocket {
+                    inode,
+                    listening: true,
+                    ..
+                }) => BlockedOn::Accept {
+                    inode: Some(*inode),
+                },
+                _ => on_fd(p, *fd, false, 0),
+            },
+        )
+        .collect();
+    if of.len() == 1 {
+        of.into_iter().next().unwrap_or(BlockedOn::Signal)
+    } else {
+        BlockedOn::Any { of }
+    }
+}
+
+/// A recognised periodic loop that wakes up but provides nothing: never counted as progress.
+pub fn is_housekeeping(t: &ThreadSnap) -> bool {
+    let Some(py) = &t.py else { return false };
+    py.has_frame("multiprocessing/managers.py", "serve_forever")
+        || py.has_frame("multiprocessing/pool.py", "_handle_workers")
+}
+
+/// An idle service thread or process: waits for work and is never the subject of a finding
+/// (it still appears in chains).
+pub fn is_passive(idx: &Index<'_>, p: &ProcessSnap, t: &ThreadSnap, b: &BlockedOn) -> bool {
+    if matches!(
+        p.role,
+        Role::ResourceTracker | Role::Forkserver | Role::ManagerServer | Role::NonPython
+    ) || t.state == 'Z'
+    {
+        return true;
+    }
+    if matches!(b, BlockedOn::Accept { .. }) {
+        return true;
+    }
+    let _ = idx;
+    let Some(py) = &t.py else { return false };
+    let idle_feeder = py.has_frame("multiprocessing/queues.py", "_feed")
+        && py
+            .frames
+            .first()
+            .is_some_and(|f| f.file.ends_with("threading.py"));
+    idle_feeder
+        || is_housekeeping(t)
+        || py.has_frame("multiprocessing/pool.py", "_handle_tasks")
+        || py.has_frame("multiprocessing/pool.py", "_handle_results")
+        || (p.role == Role::PoolWorker && py.has_frame("multiprocessing/pool.py", "worker") && {
+            // an idle worker waits for a task inside `get` (inqueue read or its _rlock)
+            py.frames.iter().any(|f| f.named("get"))
+                || py.frames.iter().any(|f| f.function.contains("recv"))
+        })
+}

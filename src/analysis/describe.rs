@@ -1,0 +1,221 @@
+//! Words for people: what a thread waits on and who is on the other side, one line each.
+
+use super::graph::Graph;
+use super::index::{Holder, Index};
+use super::types::BlockedOn;
+use crate::model::{Pid, ThreadRef};
+
+/// Short name of a wait (`wait4(3736)`, `write pipe:[6692]`), used inside chains.
+pub fn short(b: &BlockedOn) -> String {
+    match b {
+        BlockedOn::Running => "running".into(),
+        BlockedOn::PipeRead { inode } => format!("read pipe:[{inode}]"),
+        BlockedOn::PipeWrite { inode, .. } => format!("write pipe:[{inode}]"),
+        BlockedOn::SocketRead { inode, .. } => format!("recv socket:[{inode}]"),
+        BlockedOn::SocketWrite { inode, .. } => format!("send socket:[{inode}]"),
+        BlockedOn::Accept { .. } => "accept (waits for a client)".into(),
+        BlockedOn::External { what } => format!("waits on {what}"),
+        BlockedOn::Semaphore { key } => format!("acquire SemLock sem {key}"),
+        BlockedOn::Mutex { owner_tid, .. } => match owner_tid {
+            Some(o) => format!("pthread_mutex_lock (owner TID {o})"),
+            None => "pthread_mutex_lock".into(),
+        },
+        BlockedOn::ThreadLock { .. } => "a threading lock or condition".into(),
+        BlockedOn::ParkingLot { .. } => "a parking-lot wait".into(),
+        BlockedOn::Gil => "waiting for the GIL".into(),
+        BlockedOn::Child { pid: Some(p) } => format!("wait4({p})"),
+        BlockedOn::Child { pid: None } => "wait4(any child)".into(),
+        BlockedOn::Any { of } => format!(
+            "poll on {}",
+            of.iter().map(short).collect::<Vec<_>>().join(", ")
+        ),
+        BlockedOn::Timed { what } => what.clone(),
+        BlockedOn::Signal => "waits for a signal".into(),
+        BlockedOn::Unknown { what } => what.clone(),
+    }
+}
+
+/// `3694 (main), blocked in wait4(3736)`: a process and what its main (or only) thread does.
+pub fn process_brief(idx: &Index<'_>, g: &Graph, pid: Pid) -> String {
+    let Some(p) = idx.process(pid) else {
+        return format!("{pid} (not in the tree)");
+    };
+    if p.state == 'Z' {
+        return format!("{} (exited, zombie)", p.label());
+    }
+    let main = ThreadRef {
+        pid,
+        tid: crate::model::Tid(pid.0),
+    };
+    match g.blocked(main) {
+        Some(BlockedOn::Running) => format!("{}, running", p.label()),
+        Some(b) => format!(
+            "{}, whose main thread is blocked in {}",
+            p.label(),
+            short(b)
+        ),
+        None => p.label(),
+    }
+}
+
+fn holders_text(idx: &Index<'_>, g: &Graph, me: ThreadRef, hs: &[&Holder]) -> String {
+    if hs.is_empty() {
+        return "held by no process".into();
+    }
+    let mut pids: Vec<Pid> = hs.iter().map(|h| h.pid).collect();
+    pids.dedup();
+    let parts: Vec<String> = pids
+        .iter()
+        .map(|pid| {
+            let fds: Vec<String> = hs
+                .iter()
+                .filter(|h| h.pid == *pid)
+                .map(|h| h.fd.to_string())
+                .collect();
+            if *pid == me.pid {
+                format!("this process (fd {})", fds.join(","))
+            } else {
+                format!("{} (fd {})", process_brief(idx, g, *pid), fds.join(","))
+            }
+        })
+        .collect();
+    format!("held by {}", parts.join("; "))
+}
+
+fn pipe_fill(idx: &Index<'_>, inode: crate::model::Inode) -> String {
+    match idx.snap.pipe(inode) {
+        Some(p) => match (p.buffered, p.capacity) {
+            (Some(b), Some(c)) => format!("{b} B buffered of {} KiB", c / 1024),
+            (Some(b), None) => format!("{b} B buffered"),
+            _ => "fill unknown".into(),
+        },
+        None => "fill unknown".into(),
+    }
+}
+
+fn py_top(idx: &Index<'_>, me: ThreadRef) -> String {
+    idx.thread(me)
+        .and_then(|(_, t)| t.py.as_ref())
+        .and_then(|py| py.frames.first())
+        .map(|f| format!(" in {}", f.function))
+        .unwrap_or_default()
+}
+
+/// The one-line description of a thread's wait.
+pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
+    let Some(b) = g.blocked(me) else {
+        return String::new();
+    };
+    match b {
+        BlockedOn::PipeWrite { inode, pending } => {
+            let hs: Vec<&Holder> = idx.pipe_holders(*inode).iter().filter(|h| h.read).collect();
+            format!(
+                "write {pending} B to pipe:[{inode}] ({}, full); read end {}",
+                pipe_fill(idx, *inode),
+                holders_text(idx, g, me, &hs)
+            )
+        }
+        BlockedOn::PipeRead { inode } => {
+            let hs: Vec<&Holder> = idx.pipe_holders(*inode).iter().filter(|h| h.write).collect();
+            format!(
+                "read from pipe:[{inode}] ({}); write end {}",
+                pipe_fill(idx, *inode),
+                holders_text(idx, g, me, &hs)
+            )
+        }
+        BlockedOn::SocketRead { inode, peer } | BlockedOn::SocketWrite { inode, peer } => {
+            let verb = if matches!(b, BlockedOn::SocketRead { .. }) {
+                "recv from"
+            } else {
+                "send to"
+            };
+            match peer {
+                Some(pi) => {
+                    let hs: Vec<&Holder> = idx.socket_holders(*pi).iter().collect();
+                    format!(
+                        "{verb} unix socket:[{inode}]; peer socket:[{pi}] {}",
+                        holders_text(idx, g, me, &hs)
+                    )
+                }
+                None => format!("{verb} unix socket:[{inode}] (no peer)"),
+            }
+        }
+        BlockedOn::Child { pid: Some(c) } => {
+            format!("wait4({c}): waits for child {}", process_brief(idx, g, *c))
+        }
+        BlockedOn::Semaphore { key } => {
+            let sem = idx.snap.semaphore(key);
+            let state = sem
+                .map(|s| {
+                    format!(
+                        "value {}, {} waiters",
+                        s.value.map(|v| v.to_string()).unwrap_or("?".into()),
+                        s.nwaiters.map(|v| v.to_string()).unwrap_or("?".into())
+                    )
+                })
+                .unwrap_or_default();
+            let who = match sem.and_then(|s| s.holders.as_ref()) {
+                Some(h) => {
+                    let held: Vec<String> = h
+                        .iter()
+                        .filter(|s| s.count > 0)
+                        .map(|s| match s.last_tid {
+                            Some(t) => format!("{} (thread {t}, count {})", s.pid, s.count),
+                            None => format!("{} (count {})", s.pid, s.count),
+                        })
+                        .collect();
+                    if held.is_empty() && h.iter().any(|s| s.maxvalue == 1) {
+                        "no live process holds it".to_string()
+                    } else if held.is_empty() {
+                        "a semaphore: any process mapping it may release it".to_string()
+                    } else {
+                        format!("held by {}", held.join(", "))
+                    }
+                }
+                None => format!(
+                    "mapped by {}",
+                    idx.sem_mappers(key)
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            format!("acquire SemLock sem {key} ({state}){}; {who}", py_top(idx, me))
+        }
+        BlockedOn::Mutex { uaddr, owner_tid } => match owner_tid {
+            Some(o) => {
+                let here = idx
+                    .thread(ThreadRef {
+                        pid: me.pid,
+                        tid: crate::model::Tid(*o),
+                    })
+                    .is_some();
+                let elsewhere = idx
+                    .snap
+                    .processes
+                    .iter()
+                    .find(|p| p.pid != me.pid && p.threads.iter().any(|t| t.tid.0 == *o));
+                let where_ = match (here, elsewhere) {
+                    (true, _) => "a thread of this process".to_string(),
+                    (false, Some(p)) => format!(
+                        "not a thread of this process (TID {o} lives in {})",
+                        p.label()
+                    ),
+                    (false, None) => "not a thread of this process".to_string(),
+                };
+                format!("lock pthread mutex at {uaddr:#x}; owner TID {o} is {where_}")
+            }
+            None => format!("lock pthread mutex at {uaddr:#x} (owner unknown)"),
+        },
+        BlockedOn::ThreadLock { uaddr } => format!(
+            "wait on a threading lock or condition at {uaddr:#x}{} (only this process's threads can release it)",
+            py_top(idx, me)
+        ),
+        BlockedOn::ParkingLot { key, .. } => format!(
+            "parked on {key:#x}{} (3.13 parking lot; only this process's threads can wake it)",
+            py_top(idx, me)
+        ),
+        other => short(other),
+    }
+}

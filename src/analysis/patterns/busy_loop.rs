@@ -1,0 +1,87 @@
+//! `busy_loop`: a thread spins at full CPU without blocking and without progress (the same
+//! innermost function in every look, the line moving only within it), e.g. polling a flag that fork made private. A warning, not a
+//! proven hang. Fixture: busy_loop.py.
+
+use super::{Ctx, Draft};
+use crate::analysis::types::{BlockedOn, Finding, Severity};
+use crate::model::Role;
+
+pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let hz = ctx.idx.snap.clock_ticks.max(1);
+    for p in &ctx.idx.snap.processes {
+        if p.role == Role::PoolWorker {
+            continue; // a busy worker runs a task; long tasks look the same
+        }
+        for t in &p.threads {
+            let r = crate::model::ThreadRef {
+                pid: p.pid,
+                tid: t.tid,
+            };
+            if !matches!(ctx.blocked(r), Some(BlockedOn::Running)) || t.later.is_empty() {
+                continue;
+            }
+            let Some(py) = &t.py else { continue };
+            let Some(top) = py.frames.first() else {
+                continue;
+            };
+            if !top.is_user_code() {
+                continue;
+            }
+            let here = top.top_key();
+            let last = t.later.last();
+            // Same function of the same file in every look; the line may move within a loop.
+            let spinning = t.later.iter().all(|l| {
+                l.alive && l.py_top.as_deref().map(without_line) == Some(without_line(&here))
+            });
+            let Some(last) = last else { continue };
+            let used = last.cpu_ticks.saturating_sub(t.cpu_ticks);
+            let wall_ticks = last.after_ms * hz / 1000;
+            if !spinning || wall_ticks == 0 || used * 10 < wall_ticks * 4 {
+                continue;
+            }
+            // Name the loop's head: the lowest line seen in the spinning function.
+            let culprit = ctx.code_line(r).map(|mut c| {
+                let seen = t.later.iter().filter_map(|l| {
+                    l.py_top
+                        .as_deref()?
+                        .split_once(' ')?
+                        .0
+                        .rsplit_once(':')?
+                        .1
+                        .parse::<i32>()
+                        .ok()
+                });
+                c.line = seen.fold(c.line, i32::min);
+                c
+            });
+            out.push(
+                Draft {
+                    pattern: "busy_loop",
+                    summary: format!(
+                        "Thread {} of {} spins at full CPU at {} without blocking and without moving on.",
+                        t.display_name(),
+                        p.pid,
+                        top.short_location()
+                    ),
+                    chain: vec![ctx.link_with(r, format!("running at {here}"))],
+                    threads: vec![r],
+                    culprit,
+                    fix: "Don't poll a flag in a loop: a module global set in the parent after fork is not seen by the child. Share state with multiprocessing.Event or Value and wait on it (event.wait()).",
+                    evidence: vec![format!(
+                        "{used} CPU ticks in {} ms ({} per s), innermost frame {here} in every look",
+                        last.after_ms, hz
+                    )],
+                }
+                .finish(Severity::Warning),
+            );
+        }
+    }
+    out
+}
+
+/// `busy_loop.py:30 spin` -> (`busy_loop.py`, `spin`).
+fn without_line(key: &str) -> (&str, &str) {
+    let (loc, func) = key.split_once(' ').unwrap_or((key, ""));
+    (loc.rsplit_once(':').map(|(f, _)| f).unwrap_or(loc), func)
+}

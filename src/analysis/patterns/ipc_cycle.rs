@@ -1,0 +1,87 @@
+//! `ipc_cycle`: processes wait on each other through pipes, sockets or semaphores in a cycle
+//! (both ends of a duplex Pipe in recv; JoinableQueue.join against a consumer in get).
+//! Fixtures: ipc_cycle.py, ipc_cycle_joinable.py.
+
+use super::{Ctx, Draft};
+use crate::analysis::types::{BlockedOn, Finding};
+use crate::model::{Pid, ThreadRef};
+use std::collections::HashMap;
+
+pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
+    // Process-level edges P -> Q: a stuck thread of P waits on IPC that only Q could serve.
+    let mut edges: HashMap<Pid, Vec<(Pid, ThreadRef)>> = HashMap::new();
+    for t in ctx.open_stuck() {
+        if ctx.passive(t) {
+            continue;
+        }
+        let ipc = matches!(
+            ctx.blocked(t),
+            Some(
+                BlockedOn::PipeRead { .. }
+                    | BlockedOn::PipeWrite { .. }
+                    | BlockedOn::SocketRead { .. }
+                    | BlockedOn::SocketWrite { .. }
+                    | BlockedOn::Semaphore { .. }
+                    | BlockedOn::ThreadLock { .. }
+            )
+        );
+        if !ipc {
+            continue;
+        }
+        for p in ctx.g.providers(t) {
+            if p.pid != t.pid && !ctx.passive(*p) {
+                let e = edges.entry(t.pid).or_default();
+                if !e.iter().any(|(q, _)| *q == p.pid) {
+                    e.push((p.pid, t));
+                }
+            }
+        }
+    }
+    let mut starts: Vec<Pid> = edges.keys().copied().collect();
+    starts.sort();
+    for s in starts {
+        // Depth-first search for a path back to s.
+        let mut stack = vec![(s, vec![])];
+        while let Some((cur, path)) = stack.pop() {
+            for (q, t) in edges.get(&cur).cloned().unwrap_or_default() {
+                let mut p2: Vec<ThreadRef> = path.clone();
+                p2.push(t);
+                if q == s {
+                    return vec![finding(ctx, &p2)];
+                }
+                if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) {
+                    stack.push((q, p2));
+                }
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {
+    let culprit = cycle.iter().find_map(|t| ctx.code_line(*t));
+    let names: Vec<String> = cycle.iter().map(|t| t.pid.to_string()).collect();
+    let threads: Vec<ThreadRef> = cycle
+        .iter()
+        .flat_map(|t| {
+            ctx.idx
+                .threads_of(t.pid)
+                .into_iter()
+                .filter(|x| ctx.g.stuck(*x))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Draft {
+        pattern: "ipc_cycle",
+        summary: format!(
+            "Processes {} wait on each other through pipes, sockets or semaphores in a cycle that nothing can break.",
+            names.join(" -> ")
+        ),
+        chain: cycle.iter().map(|t| ctx.link(*t)).collect(),
+        threads,
+        culprit,
+        fix: "Break the cycle: decide which side sends first (one side must not block in recv() before it has sent), or add timeouts; for JoinableQueue.join(), match every get() with task_done() and make sure the consumer is not waiting for items that never come.",
+        evidence: cycle.iter().map(|t| format!("{}/{}: {}", t.pid, t.tid, ctx.line(*t))).collect(),
+    }
+    .hang()
+}

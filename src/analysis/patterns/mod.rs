@@ -1,0 +1,309 @@
+//! Named patterns: each detector explains a stuck subgraph in the user's terms.
+//!
+//! Detectors run in the order of [`DETECTORS`], most specific first; a thread explained by one
+//! finding is not explained again. Stuck threads that only depend on explained ones are attached
+//! to that finding; what is left becomes a generic `deadlock` (a cycle) or `stuck` (a dead end).
+
+mod busy_loop;
+mod finalizer_deadlock;
+mod fork_inherited_lock;
+mod generic;
+mod ipc_cycle;
+mod join_before_drain;
+mod lock_order_cycle;
+mod no_live_writer;
+mod orphaned_lock;
+mod peer_exited;
+mod pipe_self_eof;
+mod pool_result_handler_died;
+mod pool_worker_died;
+mod thread_blocks_exit;
+mod undrained_queue_at_exit;
+
+use super::describe;
+use super::graph::Graph;
+use super::index::Index;
+use super::types::{BlockedOn, ChainLink, CodeLine, Finding, Severity};
+use crate::model::{Pid, PyThread, ThreadRef, Tid};
+use std::collections::HashSet;
+
+/// What a detector sees.
+pub struct Ctx<'a> {
+    pub idx: &'a Index<'a>,
+    pub g: &'a Graph,
+    /// Threads already explained by an earlier finding.
+    pub explained: HashSet<ThreadRef>,
+}
+
+/// One pattern detector.
+pub struct Detector {
+    pub id: &'static str,
+    pub detect: fn(&Ctx<'_>) -> Vec<Finding>,
+}
+
+/// All detectors, most specific first.
+pub static DETECTORS: &[Detector] = &[
+    Detector {
+        id: "lock_order_cycle",
+        detect: lock_order_cycle::detect,
+    },
+    Detector {
+        id: "fork_inherited_lock",
+        detect: fork_inherited_lock::detect,
+    },
+    Detector {
+        id: "orphaned_lock",
+        detect: orphaned_lock::detect,
+    },
+    Detector {
+        id: "join_before_drain",
+        detect: join_before_drain::detect,
+    },
+    Detector {
+        id: "undrained_queue_at_exit",
+        detect: undrained_queue_at_exit::detect,
+    },
+    Detector {
+        id: "pool_result_handler_died",
+        detect: pool_result_handler_died::detect,
+    },
+    Detector {
+        id: "pool_worker_died",
+        detect: pool_worker_died::detect,
+    },
+    Detector {
+        id: "thread_blocks_exit",
+        detect: thread_blocks_exit::detect,
+    },
+    Detector {
+        id: "finalizer_deadlock",
+        detect: finalizer_deadlock::detect,
+    },
+    Detector {
+        id: "pipe_self_eof",
+        detect: pipe_self_eof::detect,
+    },
+    Detector {
+        id: "ipc_cycle",
+        detect: ipc_cycle::detect,
+    },
+    Detector {
+        id: "peer_exited",
+        detect: peer_exited::detect,
+    },
+    Detector {
+        id: "no_live_writer",
+        detect: no_live_writer::detect,
+    },
+    Detector {
+        id: "busy_loop",
+        detect: busy_loop::detect,
+    },
+];
+
+/// Runs every detector, attaches dependent threads, and explains the rest generically.
+pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
+    let mut ctx = Ctx {
+        idx,
+        g,
+        explained: HashSet::new(),
+    };
+    let mut findings: Vec<Finding> = Vec::new();
+    for d in DETECTORS {
+        for f in (d.detect)(&ctx) {
+            debug_assert_eq!(f.pattern, d.id);
+            ctx.explained.extend(f.threads.iter().copied());
+            findings.push(f);
+        }
+    }
+    attach_dependents(&ctx, &mut findings);
+    for f in &findings {
+        ctx.explained.extend(f.threads.iter().copied());
+    }
+    findings.extend(generic::detect(&ctx));
+    for f in &mut findings {
+        f.pids.sort();
+        f.pids.dedup();
+        f.user_lines = f.threads.iter().filter_map(|t| ctx.code_line(*t)).collect();
+    }
+    findings.sort_by_key(|f| f.severity);
+    findings
+}
+
+/// Stuck threads whose providers lead only into one finding's threads join that finding.
+fn attach_dependents(ctx: &Ctx<'_>, findings: &mut [Finding]) {
+    for t in ctx.g.order.iter().copied() {
+        if !ctx.g.stuck(t) || ctx.explained.contains(&t) || ctx.zombie(t) {
+            continue;
+        }
+        // Breadth-first over stuck providers until an explained thread is met.
+        let mut seen = HashSet::from([t]);
+        let mut frontier = vec![t];
+        let mut hit = None;
+        while let Some(cur) = frontier.pop() {
+            for p in ctx.g.providers(cur) {
+                if let Some(i) = findings.iter().position(|f| f.threads.contains(p)) {
+                    hit = Some(i);
+                    break;
+                }
+                if seen.insert(*p) && ctx.g.stuck(*p) {
+                    frontier.insert(0, *p);
+                }
+            }
+            if hit.is_some() {
+                break;
+            }
+        }
+        if let Some(i) = hit {
+            findings[i].threads.push(t);
+            findings[i].pids.push(t.pid);
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub fn py(&self, t: ThreadRef) -> Option<&'a PyThread> {
+        self.idx.thread(t).and_then(|(_, th)| th.py.as_ref())
+    }
+
+    pub fn has_frame(&self, t: ThreadRef, file: &str, func: &str) -> bool {
+        self.py(t).is_some_and(|p| p.has_frame(file, func))
+    }
+
+    /// The innermost user-code frame of `t` as a [`CodeLine`].
+    pub fn code_line(&self, t: ThreadRef) -> Option<CodeLine> {
+        let f = self.py(t)?.user_frame()?;
+        Some(CodeLine {
+            pid: t.pid,
+            tid: t.tid,
+            file: f.file.clone(),
+            line: f.line,
+            function: f.function.clone(),
+        })
+    }
+
+    pub fn name(&self, t: ThreadRef) -> String {
+        match self.idx.thread(t) {
+            Some((_, th)) => th.display_name().to_string(),
+            None => format!("thread {}", t.tid),
+        }
+    }
+
+    pub fn blocked(&self, t: ThreadRef) -> Option<&'a BlockedOn> {
+        self.g.blocked(t)
+    }
+
+    pub fn link(&self, t: ThreadRef) -> ChainLink {
+        ChainLink {
+            thread: t,
+            name: self.name(t),
+            waits_on: self.blocked(t).map(describe::short).unwrap_or_default(),
+        }
+    }
+
+    /// A link whose wait is described in the detector's own words.
+    pub fn link_with(&self, t: ThreadRef, waits_on: String) -> ChainLink {
+        ChainLink {
+            thread: t,
+            name: self.name(t),
+            waits_on,
+        }
+    }
+
+    /// Stuck threads not yet explained, in snapshot order.
+    pub fn open_stuck(&self) -> Vec<ThreadRef> {
+        self.g
+            .order
+            .iter()
+            .copied()
+            .filter(|t| self.g.stuck(*t) && !self.explained.contains(t) && !self.zombie(*t))
+            .collect()
+    }
+
+    pub fn zombie(&self, t: ThreadRef) -> bool {
+        self.idx
+            .thread(t)
+            .is_none_or(|(p, th)| th.state == 'Z' || p.state == 'Z')
+    }
+
+    pub fn passive(&self, t: ThreadRef) -> bool {
+        self.g.passive.contains(&t)
+    }
+
+    pub fn main_of(&self, pid: Pid) -> ThreadRef {
+        ThreadRef {
+            pid,
+            tid: Tid(pid.0),
+        }
+    }
+
+    pub fn brief(&self, pid: Pid) -> String {
+        describe::process_brief(self.idx, self.g, pid)
+    }
+
+    pub fn line(&self, t: ThreadRef) -> String {
+        describe::line(self.idx, self.g, t)
+    }
+
+    pub fn pipe_fill(&self, inode: crate::model::Inode) -> String {
+        match self.idx.snap.pipe(inode) {
+            Some(p) => format!(
+                "pipe:[{inode}] holds {} bytes (capacity {})",
+                p.buffered.map(|b| b.to_string()).unwrap_or("?".into()),
+                p.capacity.map(|b| b.to_string()).unwrap_or("?".into())
+            ),
+            None => format!("pipe:[{inode}]"),
+        }
+    }
+}
+
+/// Builds a finding with the fields every detector fills the same way.
+pub struct Draft {
+    pub pattern: &'static str,
+    pub summary: String,
+    pub chain: Vec<ChainLink>,
+    pub threads: Vec<ThreadRef>,
+    pub culprit: Option<CodeLine>,
+    pub fix: &'static str,
+    pub evidence: Vec<String>,
+}
+
+impl Draft {
+    pub fn hang(self) -> Finding {
+        self.finish(Severity::Hang)
+    }
+
+    pub fn finish(self, severity: Severity) -> Finding {
+        let mut threads = self.threads;
+        for l in &self.chain {
+            if !threads.contains(&l.thread) {
+                threads.push(l.thread);
+            }
+        }
+        Finding {
+            pattern: self.pattern.to_string(),
+            severity,
+            summary: self.summary,
+            pids: threads.iter().map(|t| t.pid).collect(),
+            chain: self.chain,
+            threads,
+            user_lines: Vec::new(),
+            culprit: self.culprit,
+            fix: self.fix.to_string(),
+            evidence: self.evidence,
+            doc: format!("docs/patterns/{}.md", self.pattern),
+        }
+    }
+}
+
+/// `file.py:31` for a code line.
+pub fn at(c: &Option<CodeLine>) -> String {
+    match c {
+        Some(c) => format!(
+            " at {}:{}",
+            c.file.rsplit('/').next().unwrap_or(&c.file),
+            c.line
+        ),
+        None => String::new(),
+    }
+}
