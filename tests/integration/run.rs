@@ -198,6 +198,32 @@ fn stdio_passes_through_and_exit_code_is_the_commands() {
 }
 
 #[test]
+fn leftovers_of_a_finished_command_are_ended_silently() {
+    let dir = Scratch::new("leftover");
+    let pidfile = dir.path("daemon");
+    let script = format!("setsid sleep 300 & echo $! > {}; exit 4", pidfile.display());
+    let guard = Guard::spawn(
+        piped(
+            mphang()
+                .current_dir(&dir.0)
+                .args(["run", "--", "sh", "-c", &script]),
+        ),
+        None,
+    );
+    let (status, out, err) = guard.output(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4));
+    assert_eq!((out.as_str(), err.as_str()), ("", ""));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let alive_now = alive(pid);
+    let _ = kill(NixPid::from_raw(pid), Signal::SIGKILL);
+    assert!(!alive_now, "the daemonised sleep {pid} outlived mphang");
+}
+
+#[test]
 fn command_killed_by_a_signal_exits_like_a_shell() {
     let guard = Guard::spawn(
         piped(mphang().args(["run", "--", "sh", "-c", "kill -9 $$"])),

@@ -313,3 +313,61 @@ fn handle(st: &mut State, what: u32, d: &[u8]) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One netlink datagram carrying one proc event with the given data words.
+    fn datagram(what: u32, words: &[u32]) -> Vec<u8> {
+        let len = NLMSG_HDR + CN_MSG + 16 + 4 * words.len();
+        let mut b = Vec::new();
+        b.extend_from_slice(&(len as u32).to_ne_bytes());
+        b.extend_from_slice(&[0u8; 12]);
+        b.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        b.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        b.extend_from_slice(&[0u8; 12]);
+        b.extend_from_slice(&what.to_ne_bytes());
+        b.extend_from_slice(&[0u8; 12]);
+        for w in words {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn fork_then_exit_of_a_member_is_recorded() {
+        let mut st = State::default();
+        st.members.insert(100);
+        // A thread of 100 (child_pid != child_tgid) is not a new process.
+        let thread = datagram(PROC_EVENT_FORK, &[100, 100, 101, 100]);
+        for (what, d) in events(&thread) {
+            handle(&mut st, what, d);
+        }
+        assert!(!st.members.contains(&101));
+        let fork = datagram(PROC_EVENT_FORK, &[100, 100, 4_000_000, 4_000_000]);
+        let stranger = datagram(PROC_EVENT_EXIT, &[7, 7, 0, 17, 1, 1]);
+        let exit = datagram(PROC_EVENT_EXIT, &[4_000_000, 4_000_000, 9, 17, 100, 100]);
+        let mut both = fork.clone();
+        both.extend_from_slice(&stranger);
+        for buf in [both, exit] {
+            for (what, d) in events(&buf) {
+                handle(&mut st, what, d);
+            }
+        }
+        let e = st.exits.get(&4_000_000).expect("exit recorded");
+        assert_eq!(e.ppid, Some(100));
+        assert_eq!(e.status.describe(), "signal 9 (SIGKILL)");
+        assert!(
+            !st.exits.contains_key(&7),
+            "a process outside the tree is ignored"
+        );
+    }
+
+    #[test]
+    fn truncated_datagrams_are_ignored() {
+        let mut d = datagram(PROC_EVENT_EXIT, &[1, 1, 0, 17, 1, 1]);
+        d.truncate(30);
+        assert!(events(&d).is_empty());
+    }
+}
