@@ -6,6 +6,12 @@
 //! Exit codes: CMD's own (128 + signal if a signal ended it) when it finishes in time;
 //! [`EXIT_TIMEOUT`] (124) after a timeout or stall with no hang named; [`EXIT_TIMEOUT_HANG`] (125)
 //! when the analysis named a hang; 130 after a second SIGINT; 2 when mphang could not start CMD.
+//!
+//! Unlike the other commands, `run` owns processes, so the lifecycle OS work (spawn, subreaper,
+//! signals, reaping, exit statuses) lives here in `run/`, not in `collect`, which only reads a
+//! tree: `tree` (polling, reaping, ending), `connector` and `pidfd` (exit statuses of processes
+//! mphang is not the parent of), `signals` (forwarding), `github` (annotations and job summary).
+//! docs/ci.md is the user-facing description.
 
 mod connector;
 mod github;
