@@ -48,28 +48,91 @@ replay!(
     ["join_before_drain"]
 );
 replay!(
-    replay_orphaned_lock_pool,
-    "orphaned_lock_pool",
-    ["orphaned_lock"]
+    replay_join_before_drain_spawn,
+    "join_before_drain_spawn",
+    ["join_before_drain"]
 );
 replay!(
-    replay_fork_inherited_lock,
-    "fork_inherited_lock",
-    ["fork_inherited_lock"]
+    replay_undrained_queue_at_exit,
+    "undrained_queue_at_exit",
+    ["undrained_queue_at_exit"]
 );
-replay!(replay_ipc_cycle, "ipc_cycle", ["ipc_cycle"]);
 replay!(
     replay_undrained_queue_main_exit,
     "undrained_queue_main_exit",
     ["undrained_queue_at_exit"]
 );
 replay!(
+    replay_fork_inherited_lock,
+    "fork_inherited_lock",
+    ["fork_inherited_lock"]
+);
+replay!(
+    replay_fork_inherited_threading_lock,
+    "fork_inherited_threading_lock",
+    ["fork_inherited_lock"]
+);
+replay!(replay_orphaned_lock, "orphaned_lock", ["orphaned_lock"]);
+replay!(
+    replay_orphaned_lock_pool,
+    "orphaned_lock_pool",
+    ["orphaned_lock"]
+);
+replay!(
     replay_pool_worker_died,
     "pool_worker_died",
     ["pool_worker_died"]
 );
+replay!(
+    replay_pool_result_handler_died,
+    "pool_result_handler_died",
+    ["pool_result_handler_died"]
+);
+replay!(replay_peer_exited, "peer_exited", ["peer_exited"]);
+replay!(
+    replay_peer_exited_bounded,
+    "peer_exited_bounded",
+    ["peer_exited"]
+);
+replay!(replay_no_live_writer, "no_live_writer", ["no_live_writer"]);
+replay!(replay_pipe_self_eof, "pipe_self_eof", ["pipe_self_eof"]);
+replay!(replay_ipc_cycle, "ipc_cycle", ["ipc_cycle"]);
+replay!(
+    replay_ipc_cycle_joinable,
+    "ipc_cycle_joinable",
+    ["ipc_cycle"]
+);
+replay!(
+    replay_lock_order_cycle,
+    "lock_order_cycle",
+    ["lock_order_cycle"]
+);
+replay!(
+    replay_lock_order_cycle_threads,
+    "lock_order_cycle_threads",
+    ["lock_order_cycle"]
+);
+replay!(
+    replay_thread_blocks_exit,
+    "thread_blocks_exit",
+    ["thread_blocks_exit"]
+);
+replay!(
+    replay_finalizer_deadlock,
+    "finalizer_deadlock",
+    ["finalizer_deadlock"]
+);
+replay!(replay_busy_loop, "busy_loop", ["busy_loop"]);
 replay!(replay_pool_idle, "pool_idle", []);
+replay!(replay_many_fds, "many_fds", []);
+replay!(replay_non_python_child, "non_python_child", []);
+replay!(replay_spawn_child, "spawn_child", []);
+replay!(replay_forkserver_child, "forkserver_child", []);
+replay!(replay_neg_sleep, "neg_sleep", []);
+replay!(replay_neg_busy_pool, "neg_busy_pool", []);
 replay!(replay_neg_slow_consumer, "neg_slow_consumer", []);
+replay!(replay_neg_periodic_producer, "neg_periodic_producer", []);
+replay!(replay_neg_fork_logging, "neg_fork_logging", []);
 
 /// The feeder thread of the join-before-drain child.
 fn feeder(s: &mut Snapshot) -> &mut mphang::model::ThreadSnap {
@@ -173,6 +236,51 @@ fn idle_pool_is_not_stuck() {
         .find(|v| v.thread.tid.0 == s.root.0)
         .expect("main");
     assert_eq!(main.progress, Progress::CanProgress);
+}
+
+/// With the pattern broken (the child no longer looks forked), the stuck set is still reported:
+/// a dead end, as `stuck`.
+#[test]
+fn unexplained_dead_end_is_reported_as_stuck() {
+    let mut s = load("fork_inherited_lock");
+    for p in &mut s.processes {
+        if p.role == mphang::model::Role::ForkChild {
+            p.role = mphang::model::Role::Python;
+        }
+    }
+    let a = analyze(&s);
+    assert_eq!(
+        a.findings
+            .iter()
+            .map(|f| f.pattern.as_str())
+            .collect::<Vec<_>>(),
+        vec!["stuck"]
+    );
+    assert!(!a.findings[0].chain.is_empty());
+}
+
+/// Without the exit-time frames and the parent's read end, the child's main thread and its
+/// feeder wait only on each other: an unexplained cycle, reported as `deadlock`.
+#[test]
+fn unexplained_cycle_is_reported_as_deadlock() {
+    let mut s = load("join_before_drain");
+    let root = s.root;
+    for p in &mut s.processes {
+        if p.pid == root {
+            p.fds.retain(|f| f.pipe_inode().is_none());
+        }
+        for t in &mut p.threads {
+            if let Some(py) = &mut t.py {
+                py.frames.retain(|f| {
+                    !f.function.contains("_finalize_join") && !f.function.contains("_exit_function")
+                });
+            }
+        }
+    }
+    let a = analyze(&s);
+    let f: Vec<_> = a.findings.iter().map(|f| f.pattern.as_str()).collect();
+    assert_eq!(f, vec!["deadlock"], "{:#?}", a.findings);
+    assert!(a.findings[0].chain.len() >= 2);
 }
 
 #[test]

@@ -49,6 +49,20 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 }
             }
         }
+        // A root whose stuck set overlaps an earlier finding belongs to it.
+        if let Some(f) = out
+            .iter_mut()
+            .find(|f: &&mut Finding| f.threads.iter().any(|x| all.contains(x)))
+        {
+            for x in all {
+                if !f.threads.contains(&x) && !ctx.zombie(x) {
+                    f.threads.push(x);
+                    f.pids.push(x.pid);
+                }
+            }
+            covered.extend(f.threads.iter().copied());
+            continue;
+        }
         covered.extend(all.iter().copied());
         let last = *chain.last().unwrap_or(&t);
         let culprit = chain.iter().find_map(|x| ctx.code_line(*x));
