@@ -57,7 +57,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let Some((program, rest)) = args.command.split_first() else {
         return Err(Error::Usage("name the command to run after `--`".into()));
     };
-    let command = args.command.join(" ");
+    let command = shell_words(&args.command);
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| Error::Io {
         context: "cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER)".into(),
         source: e.into(),
@@ -330,6 +330,26 @@ fn write_files(report: &Report, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The command as a shell would accept it back: plain words bare, others single-quoted.
+fn shell_words(words: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-./=:,@%+".contains(c))
+    };
+    words
+        .iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `5s`, `2m`, `1m30s`, `500ms`.
 fn human(d: Duration) -> String {
     let ms = d.as_millis();
@@ -346,8 +366,14 @@ fn human(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::{human, shell_words};
     use std::time::Duration;
+
+    #[test]
+    fn commands_are_quoted_like_a_shell() {
+        let words = ["sh", "-c", "echo 'hi'; exit 3", ""].map(String::from);
+        assert_eq!(shell_words(&words), r#"sh -c 'echo '\''hi'\''; exit 3' ''"#);
+    }
 
     #[test]
     fn durations() {
