@@ -24,12 +24,7 @@ fn python() -> Option<PathBuf> {
     if pinned.exists() {
         return Some(pinned);
     }
-    let found = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()?;
-    let path = String::from_utf8(found.stdout).ok()?.trim().to_string();
-    (found.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+    crate::util::which("python3")
 }
 
 macro_rules! require_python {
