@@ -24,6 +24,8 @@ const PROC_EVENT_NONE: u32 = 0;
 const PROC_EVENT_FORK: u32 = 1;
 const PROC_EVENT_EXEC: u32 = 2;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// Exits remembered at most (a long job can start hundreds of thousands of processes).
+const MAX_EXITS: usize = 4096;
 /// `struct nlmsghdr` and `struct cn_msg` sizes.
 const NLMSG_HDR: usize = 16;
 const CN_MSG: usize = 20;
@@ -297,6 +299,16 @@ fn handle(st: &mut State, what: u32, d: &[u8]) {
             };
             if pid == tgid && st.members.contains(&tgid) {
                 st.members.remove(&tgid);
+                if st.exits.len() >= MAX_EXITS {
+                    // Keep what a report needs most: abnormal ends first, then the latest.
+                    st.exits.retain(|_, e| e.status.0 != 0);
+                    if st.exits.len() >= MAX_EXITS {
+                        let mut times: Vec<u64> = st.exits.values().map(|e| e.at_ms).collect();
+                        times.sort_unstable();
+                        let cut = times[times.len() / 2];
+                        st.exits.retain(|_, e| e.at_ms > cut);
+                    }
+                }
                 let (ppid, cmdline) = st.born.remove(&tgid).unzip();
                 st.exits.insert(
                     tgid,

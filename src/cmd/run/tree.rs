@@ -132,6 +132,21 @@ fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// At most this many ended processes are kept (a long job can start hundreds of thousands);
+/// beyond it the oldest clean exits (`exit 0`) go first, then the oldest.
+pub const MAX_GONE: usize = 1000;
+
+/// Drops entries from `gone` until at most `max` remain: the oldest `exit 0` first, then the
+/// oldest (entries are in the order they ended).
+pub fn prune_gone(gone: &mut Vec<GoneProcess>, max: usize) {
+    while gone.len() > max {
+        let clean = gone
+            .iter()
+            .position(|g| g.ended.as_deref() == Some("exit 0"));
+        gone.remove(clean.unwrap_or(0));
+    }
+}
+
 /// At most this many pidfds are held (one per live descendant), far below the usual 1024 limit.
 const MAX_PIDFDS: usize = 512;
 
@@ -142,6 +157,8 @@ struct Seen {
     cmdline: Vec<String>,
     start_ticks: u64,
     cpu_ticks: u64,
+    /// When a poll first saw it (an exit recorded earlier belongs to an older process).
+    first_seen_ms: u64,
     /// Set once it was seen as a zombie, with the status `/proc/PID/stat` gave.
     zombie: Option<Option<RawStatus>>,
     /// Held while it lives, to ask for its exit status afterwards (pidfd mode only).
@@ -157,6 +174,8 @@ pub struct Tracker {
     gone: Vec<GoneProcess>,
     /// Statuses reaped by mphang itself, by pid, with the time.
     reaped: HashMap<i32, (RawStatus, u64)>,
+    /// When each process in `gone` was first seen, by pid.
+    first_seen: HashMap<i32, u64>,
     exits: Option<Listener>,
     /// Hold pidfds for exit statuses (no connector, kernel 6.15+).
     pidfds: bool,
@@ -175,6 +194,7 @@ impl Tracker {
             live: BTreeMap::new(),
             gone: Vec::new(),
             reaped: HashMap::new(),
+            first_seen: HashMap::new(),
             exits,
         }
     }
@@ -265,11 +285,14 @@ impl Tracker {
                             .filter(|_| {
                                 read_stat(pid).map(|s| s.start_ticks) == Some(stat.start_ticks)
                             });
+                        // A status reaped earlier under this pid was another process's.
+                        self.reaped.remove(&pid);
                         Seen {
                             ppid: stat.ppid,
                             cmdline: read_cmdline(pid),
                             start_ticks: stat.start_ticks,
                             cpu_ticks: stat.cpu_ticks,
+                            first_seen_ms: now_ms(),
                             zombie,
                             pidfd,
                         }
@@ -289,8 +312,11 @@ impl Tracker {
 
     fn retire(&mut self, pid: i32, old: Seen) {
         let from_pidfd = old.pidfd.as_ref().and_then(pidfd::exit_status);
-        let (ended, at) = match (self.reaped.get(&pid), from_pidfd.or(old.zombie.flatten())) {
-            (Some(&(status, at)), _) => (Some(status.describe()), Some(at)),
+        let (ended, at) = match (
+            self.reaped.remove(&pid),
+            from_pidfd.or(old.zombie.flatten()),
+        ) {
+            (Some((status, at)), _) => (Some(status.describe()), Some(at)),
             (None, Some(status)) => (Some(status.describe()), Some(now_ms())),
             (None, None) => (None, Some(now_ms())),
         };
@@ -301,6 +327,10 @@ impl Tracker {
             ended,
             ended_at_ms: at,
         });
+        self.first_seen.insert(pid, old.first_seen_ms);
+        prune_gone(&mut self.gone, MAX_GONE);
+        let kept: std::collections::HashSet<i32> = self.gone.iter().map(|g| g.pid.0).collect();
+        self.first_seen.retain(|p, _| kept.contains(p));
     }
 
     /// Every descendant that ended so far, with the best status known; processes only the proc
@@ -309,7 +339,8 @@ impl Tracker {
         let mut out = self.gone.clone();
         if let Some(exits) = &self.exits {
             for g in out.iter_mut().filter(|g| g.ended.is_none()) {
-                if let Some(e) = exits.exit_of(g.pid.0) {
+                let seen_at = self.first_seen.get(&g.pid.0).copied().unwrap_or(0);
+                if let Some(e) = exits.exit_of(g.pid.0).filter(|e| e.at_ms >= seen_at) {
                     g.ended = Some(e.status.describe());
                     g.ended_at_ms = Some(e.at_ms);
                 }
@@ -333,6 +364,7 @@ impl Tracker {
             g.ended = Some("exited (status unknown)".into());
         }
         out.sort_by_key(|g| g.ended_at_ms);
+        prune_gone(&mut out, MAX_GONE);
         out
     }
 
@@ -404,6 +436,27 @@ mod tests {
         assert_eq!(s.cpu_ticks, 10);
         assert_eq!(s.start_ticks, 555);
         assert_eq!(s.exit_code, Some(0));
+    }
+
+    #[test]
+    fn pruning_drops_clean_exits_first() {
+        let g = |pid: i32, ended: &str| GoneProcess {
+            pid: Pid(pid),
+            ppid: None,
+            cmdline: Vec::new(),
+            ended: Some(ended.into()),
+            ended_at_ms: None,
+        };
+        let mut gone = vec![
+            g(1, "signal 9 (SIGKILL)"),
+            g(2, "exit 0"),
+            g(3, "exit 1"),
+            g(4, "exit 0"),
+        ];
+        prune_gone(&mut gone, 3);
+        assert_eq!(gone.iter().map(|g| g.pid.0).collect::<Vec<_>>(), [1, 3, 4]);
+        prune_gone(&mut gone, 1);
+        assert_eq!(gone.iter().map(|g| g.pid.0).collect::<Vec<_>>(), [3]);
     }
 
     #[test]
