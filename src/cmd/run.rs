@@ -240,6 +240,7 @@ fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
         looks: 0,
         interval_ms: 0,
         collect_ms: 0,
+        max_stop_us: None,
         processes: Vec::new(),
         pipes: Vec::new(),
         semaphores: Vec::new(),
