@@ -204,7 +204,7 @@ fn mutex_owner_in_a_pid_namespace() {
 fn check_merge_against_py_spy(python: &str) {
     use mphang::collect::native::{merge, merge_with_entries, MergedFrame};
     use mphang::model::PyFrame;
-    let dir = scratch(&format!("merge-{}", python.len()));
+    let dir = scratch(&format!("merge-{}", python.replace('/', "_")));
     let Some(mut t) = Target::start(python, "lock", &dir, None) else {
         return;
     };
@@ -215,22 +215,17 @@ fn check_merge_against_py_spy(python: &str) {
     if denied(&s) {
         return;
     }
-    let th = s
-        .threads
-        .iter()
-        .find(|t| t.tid == blocked)
-        .expect("sampled");
+    let Some(th) = s.threads.iter().find(|t| t.tid == blocked) else {
+        panic!("thread {blocked} not sampled: {:?}", s.diagnostics);
+    };
     // Python frames from py-spy (library). Blocking mode: py-spy seizes the threads itself for a
     // consistent read, which is fine because our own sample has already detached (a thread has
-    // one tracer; never run both at once). A non-blocking read once failed here while the main
-    // thread was still running (py-spy's documented caveat for that mode).
+    // one tracer; never run both at once).
     let config = py_spy::Config {
         blocking: py_spy::config::LockingStrategy::Lock,
         ..py_spy::Config::default()
     };
-    // `retry_new` is py-spy's own entry point (its CLI uses it too): interpreter discovery scans
-    // memory without stopping the process and can miss under load (seen once in a full parallel
-    // test run on 3.8).
+    // `retry_new` is the entry point py-spy's CLI uses (it also checks that a stack can be read).
     let mut spy = match py_spy::PythonSpy::retry_new(pid, &config, 5) {
         Ok(s) => s,
         Err(e) => panic!("py-spy could not attach to {pid}: {e:#}"),
