@@ -24,6 +24,7 @@ pub enum Command {
     /// Watch a process tree live in the terminal.
     Attach(AttachArgs),
     /// Run a command; on timeout or stall, diagnose its tree, write the report and end it.
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Start a bundled hung program, diagnose it, and end it.
     Demo(DemoArgs),
@@ -43,6 +44,9 @@ pub struct SampleArgs {
     /// Time between looks (e.g. 500ms, 2s).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Never stop a thread: no native stacks (Python stacks and /proc state only).
+    #[arg(long)]
+    pub nonblocking: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,12 +86,27 @@ pub enum RunFormat {
     Github,
 }
 
+/// The exit-code contract of `mphang run`, shown by `mphang run --help` (docs/ci.md).
+const RUN_AFTER_HELP: &str = "\
+Exit codes:
+  CMD's own   CMD finished in time (128+N if signal N ended it); mphang printed nothing
+  124         --timeout or --stall fired and no hang was named
+  125         --timeout or --stall fired and the analysis named a hang
+  130         a second SIGINT ended the whole tree
+  2           mphang's own error before CMD ran (bad arguments, cannot start CMD)
+
+Stall means no CPU time used anywhere in the tree (stdout/stderr pass through untouched, so
+output is not watched). On timeout or stall, report.txt and report.json are written to
+--report-dir and the report is printed to stderr (with ::error annotations and a job summary
+under GitHub Actions); then every descendant, orphans included, gets SIGTERM and after
+--grace SIGKILL. See docs/ci.md.";
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Diagnose and end the tree after this long (e.g. 10m, 90s).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Diagnose and end the tree when nothing in it used CPU or wrote output for this long.
+    /// Diagnose and end the tree when no process in it used CPU for this long.
     #[arg(long, value_parser = parse_duration)]
     pub stall: Option<Duration>,
     /// Where report.txt and report.json are written.
@@ -96,7 +115,7 @@ pub struct RunArgs {
     /// Format of the report printed to stderr (github adds ::error annotations).
     #[arg(long, value_enum)]
     pub format: Option<RunFormat>,
-    /// Seconds between SIGTERM and SIGKILL when ending the tree.
+    /// Time between SIGTERM and SIGKILL when ending the tree.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
     /// The command to run, after `--`.

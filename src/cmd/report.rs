@@ -15,6 +15,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
             &CollectOptions {
                 looks: args.sample.samples,
                 interval: args.sample.interval,
+                native: !args.sample.nonblocking,
                 ..CollectOptions::default()
             },
         )?,

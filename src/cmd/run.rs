@@ -1,8 +1,386 @@
-//! `mphang run -- CMD`: CI post-mortem (issue 6; not yet built).
+//! `mphang run -- CMD`: the CI post-mortem. Runs CMD (stdio and environment passed through, in
+//! its own process group, below mphang as child subreaper), watches every descendant, and on
+//! `--timeout` or `--stall` diagnoses the tree, writes `report.txt` and `report.json`, prints the
+//! report to stderr and ends the whole tree, orphans included.
+//!
+//! Exit codes: CMD's own (128 + signal if a signal ended it) when it finishes in time;
+//! [`EXIT_TIMEOUT`] (124) after a timeout or stall with no hang named; [`EXIT_TIMEOUT_HANG`] (125)
+//! when the analysis named a hang; 130 after a second SIGINT; 2 when mphang could not start CMD.
+//!
+//! Unlike the other commands, `run` owns processes, so the lifecycle OS work (spawn, subreaper,
+//! signals, reaping, exit statuses) lives here in `run/`, not in `collect`, which only reads a
+//! tree: `tree` (polling, reaping, ending), `connector` and `pidfd` (exit statuses of processes
+//! mphang is not the parent of), `signals` (forwarding), `github` (annotations and job summary).
+//! docs/ci.md is the user-facing description.
 
-use crate::cli::RunArgs;
+mod connector;
+mod github;
+mod pidfd;
+mod signals;
+mod tree;
+
+use crate::cli::{RunArgs, RunFormat};
+use crate::collect::{collect, CollectOptions};
 use crate::error::{Error, Result};
+use crate::model::{DiagKind, Diagnostic, Pid, Snapshot, Stage};
+use crate::render::Report;
+use std::io::{IsTerminal, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tree::{RawStatus, Tracker};
 
-pub fn run(_args: &RunArgs) -> Result<i32> {
-    Err(Error::Usage("`mphang run` is not built yet".into()))
+/// Exit code after a timeout or stall when no hang was named (as coreutils `timeout`).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit code after a timeout or stall when the analysis named a hang.
+pub const EXIT_TIMEOUT_HANG: i32 = 125;
+/// Exit code after a second SIGINT ended the tree (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// The longest a diagnosis may take before the tree is ended without it.
+const COLLECT_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the tree is polled.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Why the watch loop stopped.
+enum Outcome {
+    /// CMD exited by itself (or after a forwarded signal) with this status.
+    Exited(RawStatus),
+    /// A second SIGINT: end everything now.
+    Interrupted,
+    /// `--timeout` or `--stall` fired; the text says which, for the report header.
+    Deadline(String),
+}
+
+pub fn run(args: &RunArgs) -> Result<i32> {
+    let Some((program, rest)) = args.command.split_first() else {
+        return Err(Error::Usage("name the command to run after `--`".into()));
+    };
+    let command = shell_words(&args.command);
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| Error::Io {
+        context: "cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER)".into(),
+        source: e.into(),
+    })?;
+    signals::install().map_err(|e| Error::Io {
+        context: "cannot install signal handlers".into(),
+        source: e.into(),
+    })?;
+    // Subscribe before the first fork so no descendant is missed. `MPHANG_EXIT_SOURCE=pidfd` or
+    // `=poll` skips the better sources (for testing the fallbacks, or if one misbehaves).
+    let source = std::env::var("MPHANG_EXIT_SOURCE").unwrap_or_default();
+    let exits = match source.as_str() {
+        "pidfd" | "poll" => None,
+        _ => connector::Listener::start().ok(),
+    };
+    let pidfds = source != "poll";
+    let child = std::process::Command::new(program)
+        .args(rest)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    // mphang reaps with waitpid(-1) itself (it must, for orphans), so the handle is not used.
+    let pid = child.id() as i32;
+    drop(child);
+    let mut tree = Tracker::new(pid, exits, pidfds);
+
+    match watch(&mut tree, args) {
+        Outcome::Exited(status) => {
+            // Whatever CMD left behind (daemons, orphans) goes with it, silently.
+            tree.end_all(args.grace, &interrupted);
+            Ok(status.shell_code())
+        }
+        Outcome::Interrupted => {
+            tree.end_all(Duration::ZERO, &interrupted);
+            Ok(EXIT_INTERRUPTED)
+        }
+        Outcome::Deadline(why) => {
+            let report = diagnose(&mut tree, pid, &why, &command);
+            let mut err = std::io::stderr().lock();
+            let _ = publish(&report, args, &why, &command, &mut err);
+            let live = tree.live_pids().len();
+            let _ = writeln!(
+                err,
+                "mphang: ending the tree: SIGTERM to {live} process{}, SIGKILL after {}",
+                if live == 1 { "" } else { "es" },
+                human(args.grace)
+            );
+            let killed = tree.end_all(args.grace, &interrupted);
+            if killed > 0 {
+                let _ = writeln!(
+                    err,
+                    "mphang: {killed} process{} outlived SIGTERM and {} SIGKILLed",
+                    if killed == 1 { "" } else { "es" },
+                    if killed == 1 { "was" } else { "were" }
+                );
+            }
+            Ok(if report.hang {
+                EXIT_TIMEOUT_HANG
+            } else {
+                EXIT_TIMEOUT
+            })
+        }
+    }
+}
+
+/// True once a second SIGINT arrived: stop waiting politely.
+fn interrupted() -> bool {
+    signals::Received::now().int >= 2
+}
+
+/// Polls the tree until CMD exits, a deadline passes, or a second SIGINT arrives; forwards
+/// SIGINT, SIGTERM and SIGHUP to CMD's process group on the way.
+fn watch(tree: &mut Tracker, args: &RunArgs) -> Outcome {
+    let start = Instant::now();
+    let mut last_progress = start;
+    let mut forwarded = signals::Received::default();
+    loop {
+        let activity = tree.poll();
+        if let Some(status) = tree.child_status() {
+            return Outcome::Exited(status);
+        }
+        let received = signals::Received::now();
+        for sig in received.since(&forwarded) {
+            tree.forward(sig);
+        }
+        forwarded = received;
+        if received.int >= 2 {
+            return Outcome::Interrupted;
+        }
+        if activity > 0 {
+            last_progress = Instant::now();
+        }
+        if let Some(limit) = args.timeout {
+            if start.elapsed() >= limit {
+                return Outcome::Deadline(format!("timed out after {}", human(limit)));
+            }
+        }
+        if let Some(limit) = args.stall {
+            if last_progress.elapsed() >= limit {
+                return Outcome::Deadline(format!(
+                    "stalled (no CPU used anywhere in the tree for {})",
+                    human(limit)
+                ));
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
+/// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
+/// report (the failure is a diagnostic), so the tree is always ended and the files written.
+fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
+    tree.poll();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "mphang: `{command}` {why}; diagnosing {} process{} (exit statuses from {})",
+        tree.live_pids().len(),
+        if tree.live_pids().len() == 1 {
+            ""
+        } else {
+            "es"
+        },
+        tree.status_source()
+    );
+    let opts = CollectOptions {
+        looks: 2,
+        extra_roots: tree.orphans(),
+        ..CollectOptions::default()
+    };
+    let mut snapshot =
+        collect_bounded(Pid(pid), opts).unwrap_or_else(|e| failed_snapshot(Pid(pid), &e));
+    tree.poll();
+    for g in tree.gone() {
+        match snapshot.gone.iter_mut().find(|s| s.pid == g.pid) {
+            Some(s) if s.ended.is_none() => *s = g,
+            Some(_) => {}
+            None => snapshot.gone.push(g),
+        }
+    }
+    Report::analyze(snapshot)
+}
+
+/// Runs `collect` on its own thread and gives up after [`COLLECT_LIMIT`]: mphang must never
+/// hang itself, and the tree must still be ended (a stuck collector's ptrace attachments go
+/// with the processes it was reading when they are SIGKILLed).
+fn collect_bounded(root: Pid, opts: CollectOptions) -> Result<Snapshot> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("collect".into())
+        .spawn(move || {
+            let _ = tx.send(collect(root, &opts));
+        })
+        .map_err(|source| Error::Io {
+            context: "cannot start the collector thread".into(),
+            source,
+        })?;
+    rx.recv_timeout(COLLECT_LIMIT).unwrap_or_else(|_| {
+        Err(Error::Io {
+            context: format!("collection did not finish within {}", human(COLLECT_LIMIT)),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })
+    })
+}
+
+/// The snapshot written when collection itself failed: no processes, the error as a diagnostic.
+fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Snapshot {
+        schema: crate::model::SCHEMA.to_string(),
+        mphang_version: env!("CARGO_PKG_VERSION").to_string(),
+        taken_at_ms: tree::now_ms(),
+        root,
+        clock_ticks: u64::try_from(ticks).unwrap_or(100),
+        looks: 0,
+        interval_ms: 0,
+        collect_ms: 0,
+        max_stop_us: None,
+        processes: Vec::new(),
+        pipes: Vec::new(),
+        semaphores: Vec::new(),
+        gone: Vec::new(),
+        diagnostics: vec![Diagnostic {
+            pid: Some(root),
+            tid: None,
+            stage: Stage::Tree,
+            kind: DiagKind::Failed,
+            message: format!("collection failed: {e}"),
+        }],
+    }
+}
+
+/// Writes the report files and the GitHub job summary first (they must exist even if stderr is
+/// closed), then prints the report, the `::error` annotations (when asked or under GitHub
+/// Actions) and where the files are. Failing to write a file is reported, not fatal: the tree
+/// must still be ended and the exit code still tell a timeout.
+fn publish(
+    report: &Report,
+    args: &RunArgs,
+    why: &str,
+    command: &str,
+    err: &mut dyn Write,
+) -> std::io::Result<()> {
+    let github = args.format == Some(RunFormat::Github)
+        || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let written = write_files(report, &args.report_dir);
+    let summary = match std::env::var_os("GITHUB_STEP_SUMMARY") {
+        Some(path) if github => {
+            let md = github::summary(report, why, command, &args.report_dir, &cwd);
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(md.as_bytes()))
+        }
+        _ => Ok(()),
+    };
+    match args.format {
+        Some(RunFormat::Json) => crate::render::json::write(report, err)?,
+        _ => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            crate::render::text::render(report, &crate::render::text::TextOptions { color }, err)?;
+        }
+    }
+    if github {
+        err.write_all(github::annotations(report, why, &cwd).as_bytes())?;
+    }
+    match written {
+        Ok(()) => writeln!(
+            err,
+            "mphang: report written to {} and {}",
+            args.report_dir.join("report.txt").display(),
+            args.report_dir.join("report.json").display()
+        )?,
+        Err(e) => writeln!(err, "mphang: {e}")?,
+    }
+    if let Err(e) = summary {
+        writeln!(err, "mphang: cannot append to $GITHUB_STEP_SUMMARY: {e}")?;
+    }
+    Ok(())
+}
+
+/// `report.txt` (text, no color) and `report.json` (the `mphang/report/v1` document, loadable
+/// with `mphang report --from`).
+fn write_files(report: &Report, dir: &Path) -> Result<()> {
+    let wrap = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::WriteOutput { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(wrap(dir))?;
+    let mut text = Vec::new();
+    let txt = dir.join("report.txt");
+    crate::render::text::render(
+        report,
+        &crate::render::text::TextOptions { color: false },
+        &mut text,
+    )
+    .and_then(|()| std::fs::write(&txt, &text))
+    .map_err(wrap(&txt))?;
+    let mut json = Vec::new();
+    let js = dir.join("report.json");
+    crate::render::json::write(report, &mut json)
+        .and_then(|()| std::fs::write(&js, &json))
+        .map_err(wrap(&js))?;
+    Ok(())
+}
+
+/// The command as a shell would accept it back: plain words bare, others single-quoted.
+fn shell_words(words: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-./=:,@%+".contains(c))
+    };
+    words
+        .iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `5s`, `2m`, `1m30s`, `500ms`.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 || ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{human, shell_words};
+    use std::time::Duration;
+
+    #[test]
+    fn commands_are_quoted_like_a_shell() {
+        let words = ["sh", "-c", "echo 'hi'; exit 3", ""].map(String::from);
+        assert_eq!(shell_words(&words), r#"sh -c 'echo '\''hi'\''; exit 3' ''"#);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human(Duration::from_secs(5)), "5s");
+        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_secs(600)), "10m");
+        assert_eq!(human(Duration::from_millis(1500)), "1500ms");
+    }
 }

@@ -2,13 +2,15 @@
 //!
 //! Order: check the root -> walk the tree -> read every process in parallel (/proc, fds, maps,
 //! decoded syscalls with their futex words and poll sets) -> Python stacks (py-spy, discovery
-//! shared across forked children) -> pipes (fill), unix sockets (peers), semaphores (value,
-//! holders on demand) -> roles -> later looks for progress. A process that vanishes or refuses
+//! shared across forked children) -> native stacks (ptrace, a few ms per thread, unless
+//! non-blocking) -> pipes (fill), unix sockets (peers), semaphores (value, holders on demand)
+//! -> roles -> later looks for progress. A process that vanishes or refuses
 //! becomes a diagnostic, never an abort.
 
 pub mod decode;
 pub mod fds;
 pub mod memory;
+pub mod native;
 pub mod perms;
 pub mod procfs;
 pub mod python;
@@ -36,6 +38,8 @@ pub struct CollectOptions {
     pub interval: Duration,
     /// Read Python stacks with py-spy.
     pub python: bool,
+    /// Read native stacks (stops each thread briefly with ptrace); false = `--nonblocking`.
+    pub native: bool,
     /// More trees to include (e.g. orphans reparented to `mphang run`, a subreaper).
     pub extra_roots: Vec<Pid>,
 }
@@ -46,6 +50,7 @@ impl Default for CollectOptions {
             looks: 2,
             interval: Duration::from_millis(500),
             python: true,
+            native: true,
             extra_roots: Vec::new(),
         }
     }
@@ -194,6 +199,13 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         add_python(&mut procs, n);
     }
     phase("python");
+    let max_stop_us = if opts.native {
+        let m = add_native(&mut procs);
+        phase("native");
+        Some(m)
+    } else {
+        None
+    };
     for r in &mut procs {
         diagnostics.append(&mut r.diags);
     }
@@ -261,6 +273,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         looks,
         interval_ms: opts.interval.as_millis() as u64,
         collect_ms,
+        max_stop_us,
         processes,
         pipes,
         semaphores,
@@ -797,4 +810,27 @@ fn holders(
         .chain(probed.into_iter().flatten())
         .map(|(_, s)| s)
         .collect()
+}
+
+/// Native stacks of every live process, one cache for the tree (forked children share their
+/// parent's files). Returns the longest time any thread was held stopped, in microseconds.
+fn add_native(procs: &mut [Raw]) -> u64 {
+    let mut cache = native::NativeCache::new();
+    let mut max_stop = std::time::Duration::ZERO;
+    let me = std::process::id() as i32;
+    for r in procs.iter_mut() {
+        if r.snap.state == 'Z' || r.snap.pid.0 == me {
+            continue;
+        }
+        let tids: Vec<Tid> = r.snap.threads.iter().map(|t| t.tid).collect();
+        let sample = native::sample(r.snap.pid, &tids, &mut cache);
+        max_stop = max_stop.max(sample.max_stop);
+        for nt in sample.threads {
+            if let Some(t) = r.snap.threads.iter_mut().find(|t| t.tid == nt.tid) {
+                t.native = Some(nt.frames);
+            }
+        }
+        r.diags.extend(sample.diagnostics);
+    }
+    max_stop.as_micros() as u64
 }

@@ -42,6 +42,10 @@ pub struct Snapshot {
     pub interval_ms: u64,
     /// How long collection took, in milliseconds (first look only).
     pub collect_ms: u64,
+    /// The longest time any thread was held stopped for native stacks, in microseconds
+    /// (absent when nothing was stopped: `--nonblocking`, or a snapshot without native stacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stop_us: Option<u64>,
     /// The tree, parents before children.
     pub processes: Vec<ProcessSnap>,
     /// Every pipe any process in the tree holds, once each.

@@ -132,7 +132,16 @@ fn no_permission_names_the_missing_right() {
         eprintln!("skipping: needs root to run mphang as another uid");
         return;
     }
-    let o = bin()
+    // The checkout may sit in a directory `nobody` cannot enter: run a world-readable copy.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mphang-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let exe = dir.join("mphang");
+    std::fs::copy(env!("CARGO_BIN_EXE_mphang"), &exe).expect("copy binary");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod exe");
+    let o = std::process::Command::new(&exe)
+        .current_dir(&dir)
         .args(["report", "1"])
         .uid(65534)
         .gid(65534)

@@ -1,0 +1,127 @@
+//! GitHub Actions output: one `::error` workflow command per finding (shown as an annotation on
+//! the culprit line) and a markdown job summary for `$GITHUB_STEP_SUMMARY`. Pure text; `run`
+//! writes it.
+
+use crate::render::Report;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Escapes the message part of a workflow command.
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a property value (`file=`, `title=`) of a workflow command.
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// `file` relative to `cwd` when it lies below it (annotations need repository-relative paths).
+fn relative(file: &str, cwd: &Path) -> String {
+    Path::new(file)
+        .strip_prefix(cwd)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| file.to_string())
+}
+
+/// The `::error` lines: one per finding, or one for the timeout itself when nothing was named.
+pub fn annotations(report: &Report, why: &str, cwd: &Path) -> String {
+    let mut out = String::new();
+    for f in &report.findings {
+        let mut props = Vec::new();
+        if let Some(c) = &f.culprit {
+            props.push(format!("file={}", escape_property(&relative(&c.file, cwd))));
+            props.push(format!("line={}", c.line));
+        }
+        props.push(format!(
+            "title={}",
+            escape_property(&format!("mphang {}", f.pattern))
+        ));
+        let _ = writeln!(
+            out,
+            "::error {}::{}",
+            props.join(","),
+            escape_data(&f.summary)
+        );
+    }
+    if report.findings.is_empty() {
+        let _ = writeln!(
+            out,
+            "::error title={}::{}",
+            escape_property("mphang timeout"),
+            escape_data(&format!(
+                "{why}; no hang pattern was named (see the mphang report)"
+            ))
+        );
+    }
+    out
+}
+
+/// The markdown appended to `$GITHUB_STEP_SUMMARY`.
+pub fn summary(report: &Report, why: &str, command: &str, report_dir: &Path, cwd: &Path) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## mphang: `{}` {why}\n", command.replace('`', "'"));
+    if report.findings.is_empty() {
+        let _ = writeln!(md, "No hang pattern was named.\n");
+    } else {
+        let _ = writeln!(md, "| pattern | summary | culprit | fix |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for f in &report.findings {
+            let culprit = f
+                .culprit
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        "`{}:{}` in `{}`",
+                        relative(&c.file, cwd),
+                        c.line,
+                        c.function
+                    )
+                })
+                .unwrap_or_default();
+            let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} |",
+                f.pattern,
+                cell(&f.summary),
+                cell(&culprit),
+                cell(&f.fix)
+            );
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "{} processes were diagnosed, {} had already ended. Full report: `{}` and `{}` \
+         (upload the directory as an artifact).\n",
+        report.snapshot.processes.len(),
+        report.snapshot.gone.len(),
+        report_dir.join("report.txt").display(),
+        report_dir.join("report.json").display(),
+    );
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(escape_data("50% a\nb"), "50%25 a%0Ab");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+
+    #[test]
+    fn relative_paths() {
+        let cwd = Path::new("/repo");
+        assert_eq!(relative("/repo/src/x.py", cwd), "src/x.py");
+        assert_eq!(
+            relative("/usr/lib/python3.11/x.py", cwd),
+            "/usr/lib/python3.11/x.py"
+        );
+    }
+}

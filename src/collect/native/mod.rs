@@ -1,0 +1,539 @@
+//! Native stacks below the Python frames: stop each thread of a process for a moment with
+//! ptrace (SEIZE + INTERRUPT), copy its registers and the top of its stack, let it go, then
+//! unwind (framehop, CFI) and symbolize (ELF symbols, build-id debug files, DWARF) from the copy.
+//!
+//! Inputs: a pid and the TIDs the caller read from `/proc/PID/task`. Output: [`NativeSample`],
+//! per-thread [`NativeThread`]s plus [`Diagnostic`]s for threads that exited, appeared, or could
+//! not be stopped. Nothing here returns an error, and no thread is left stopped on any path:
+//! all ptrace calls run on one short-lived thread, each stop is held by an RAII guard
+//! ([`ptrace::Attached`]), and the kernel detaches everything if that thread dies.
+//!
+//! Also here: [`merge`] (Python + native frames, like `py-spy dump --native`) and the lock-owner
+//! helpers in [`locks`].
+
+pub mod elf;
+pub mod locks;
+pub mod maps;
+pub mod merge;
+pub mod ptrace;
+pub mod symbols;
+pub mod unwind;
+
+pub use locks::{
+    mutex_owner, mutex_owner_of, ns_tid_map, read_futex_word, tid_of_pthread, waits_for_gil,
+    MutexKind, MutexOwner,
+};
+pub use merge::{merge, merge_with_entries, MergedFrame};
+
+use crate::model::{DiagKind, Diagnostic, NativeFrame, Pid, Stage, Tid};
+use elf::ElfFile;
+use maps::MapEntry;
+use ptrace::{AttachError, Attached, Regs};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use symbols::FileSymbols;
+use unwind::{ProcessUnwinder, StackCopy, UnwindCache, UnwindEnd};
+
+/// Identity of a mapped file: `major:minor` and inode from `/proc/PID/maps`
+/// (the vdso, which has neither, is keyed by its name and size).
+type FileKey = (String, u64);
+
+fn file_key(m: &MapEntry) -> FileKey {
+    if m.is_vdso() {
+        ("[vdso]".to_string(), m.end - m.start)
+    } else {
+        (m.dev.clone(), m.inode)
+    }
+}
+
+/// Per-binary caches (unwind sections + symbol tables), shared by every process of a tree:
+/// forked children share their parent's mappings, so each file is loaded once.
+pub struct NativeCache {
+    /// Parsed ELF files; `None` records a file that could not be read (not retried).
+    files: HashMap<FileKey, Option<Arc<ElfFile>>>,
+    /// Symbol tables, built on first symbolization.
+    symbols: HashMap<FileKey, FileSymbols>,
+    /// One unwinder per distinct set of executable mappings (forked children reuse it).
+    unwinders: HashMap<u64, ProcessUnwinder>,
+    unwind_cache: UnwindCache,
+}
+
+impl Default for NativeCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for NativeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeCache")
+            .field("files", &self.files.len())
+            .field("symbols", &self.symbols.len())
+            .field("unwinders", &self.unwinders.len())
+            .finish()
+    }
+}
+
+impl NativeCache {
+    pub fn new() -> Self {
+        NativeCache {
+            files: HashMap::new(),
+            symbols: HashMap::new(),
+            unwinders: HashMap::new(),
+            unwind_cache: UnwindCache::new(),
+        }
+    }
+
+    /// The parsed file behind mapping `m` of process `pid`, loading it on first use.
+    fn file(&mut self, pid: Pid, m: &MapEntry) -> Option<Arc<ElfFile>> {
+        let key = file_key(m);
+        if let Some(f) = self.files.get(&key) {
+            return f.clone();
+        }
+        let name = m.path.clone().unwrap_or_default();
+        let loaded = if m.is_vdso() {
+            // Same kernel, same vdso: copied out of the first process that maps it.
+            let len = usize::try_from(m.end - m.start).unwrap_or(0);
+            ptrace::read_memory(pid, m.start, len)
+                .ok()
+                .and_then(|b| ElfFile::from_bytes(&name, &b).ok())
+                .map(Arc::new)
+        } else {
+            m.open_candidates(pid.0)
+                .iter()
+                .find_map(|p| ElfFile::load(&name, p).ok())
+                .map(Arc::new)
+        };
+        self.files.insert(key, loaded.clone());
+        loaded
+    }
+
+    /// The unwinder for a process with these mappings (built once per distinct layout).
+    fn unwinder_for(&mut self, pid: Pid, maps: &[MapEntry]) -> u64 {
+        let exec: Vec<&MapEntry> = maps
+            .iter()
+            .filter(|m| m.executable && m.is_code_object())
+            .collect();
+        let mut h = DefaultHasher::new();
+        for m in &exec {
+            (m.start, m.end, m.offset, &m.dev, m.inode).hash(&mut h);
+        }
+        let sig = h.finish();
+        if !self.unwinders.contains_key(&sig) {
+            let mut u = ProcessUnwinder::new();
+            for m in exec {
+                if let Some(f) = self.file(pid, m) {
+                    framehop::Unwinder::add_module(&mut u, unwind::module_for(&f, m));
+                }
+            }
+            self.unwinders.insert(sig, u);
+        }
+        sig
+    }
+
+    /// Symbolizes one frame address of process `pid` into one or more frames (inlined first).
+    fn symbolize(
+        &mut self,
+        pid: Pid,
+        maps: &[MapEntry],
+        fa: framehop::FrameAddress,
+    ) -> Vec<NativeFrame> {
+        let addr = fa.address();
+        let bare = |module: Option<String>| NativeFrame {
+            addr,
+            module,
+            function: None,
+            file: None,
+            line: None,
+        };
+        let Some(m) = maps::find(maps, addr) else {
+            return vec![bare(None)];
+        };
+        let module = m
+            .path
+            .as_deref()
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
+        if !m.is_code_object() {
+            return vec![bare(module)];
+        }
+        let Some(file) = self.file(pid, m) else {
+            return vec![bare(module)];
+        };
+        let key = file_key(m);
+        let roots = [
+            PathBuf::from(format!("/proc/{}/root/", pid.0)),
+            PathBuf::from("/"),
+        ];
+        let syms = self
+            .symbols
+            .entry(key)
+            .or_insert_with(|| FileSymbols::load(&file, &roots));
+        let svma = fa
+            .address_for_lookup()
+            .wrapping_sub(file.bias(m.start, m.offset));
+        syms.resolve(svma)
+            .into_iter()
+            .map(|r| NativeFrame {
+                addr,
+                module: module.clone(),
+                function: r.function,
+                file: r.file,
+                line: r.line,
+            })
+            .collect()
+    }
+}
+
+/// The native side of one thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeThread {
+    pub tid: Tid,
+    /// fs_base == pthread_self() == threading.get_ident(): maps RLock/SemLock owners to TIDs.
+    pub fs_base: u64,
+    /// Innermost first.
+    pub frames: Vec<NativeFrame>,
+    /// The syscall line (/proc/PID/task/TID/syscall) read *before* the thread was stopped.
+    pub syscall_before: Option<String>,
+}
+
+/// One look at the native stacks of one process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NativeSample {
+    pub threads: Vec<NativeThread>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The longest time any thread of the process was held stopped.
+    pub max_stop: Duration,
+}
+
+impl NativeSample {
+    /// `pthread_self()` (fs_base) -> TID, for RLock/SemLock owners and `PyThread.thread_id`.
+    pub fn tid_by_pthread(&self) -> HashMap<u64, Tid> {
+        self.threads.iter().map(|t| (t.fs_base, t.tid)).collect()
+    }
+}
+
+/// How threads are stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Stop, read and release one thread before the next: each thread pauses for tens of
+    /// microseconds and the process never stops as a whole. The default.
+    OneAtATime,
+    /// Stop every thread, read them all, release them all: a consistent cut of the process,
+    /// at the price of a pause that grows with the thread count.
+    AllAtOnce,
+}
+
+/// Tuning knobs of [`sample_with`].
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    pub mode: StopMode,
+    /// Bytes of stack copied above the stack pointer (bounded by the stack mapping).
+    pub stack_bytes: usize,
+    /// Give up on a thread that has not stopped after this long.
+    pub stop_timeout: Duration,
+    /// Keep each thread stopped this much longer than needed. Zero in production; the
+    /// SIGKILL safety test raises it so that its kills land while threads are stopped.
+    pub extra_hold: Duration,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            mode: StopMode::OneAtATime,
+            stack_bytes: 128 * 1024,
+            stop_timeout: Duration::from_millis(100),
+            extra_hold: Duration::ZERO,
+        }
+    }
+}
+
+/// What the ptrace thread brings back for one thread.
+#[derive(Debug)]
+struct Capture {
+    tid: Tid,
+    regs: Regs,
+    stack: StackCopy,
+    held: Duration,
+}
+
+fn diag(pid: Pid, tid: Option<Tid>, kind: DiagKind, message: String) -> Diagnostic {
+    Diagnostic {
+        pid: Some(pid),
+        tid,
+        stage: Stage::Native,
+        kind,
+        message,
+    }
+}
+
+fn attach_diag(pid: Pid, tid: Tid, e: &AttachError) -> Diagnostic {
+    let kind = match e {
+        AttachError::Gone => DiagKind::Gone,
+        AttachError::PermissionDenied(_) => DiagKind::PermissionDenied,
+        _ => DiagKind::Failed,
+    };
+    diag(
+        pid,
+        Some(tid),
+        kind,
+        format!("native stack of thread {tid}: {e}"),
+    )
+}
+
+/// Stops each thread of `pid` briefly (PTRACE_SEIZE + PTRACE_INTERRUPT, never PTRACE_ATTACH), reads registers,
+/// unwinds with CFI, detaches. Threads that exit or appear meanwhile, and EPERM on exiting threads, become
+/// diagnostics, never errors. No thread is ever left stopped: detach on every path, panics included (RAII guard).
+pub fn sample(pid: Pid, tids: &[Tid], cache: &mut NativeCache) -> NativeSample {
+    sample_with(pid, tids, cache, &SampleOptions::default())
+}
+
+/// [`sample`] with explicit options.
+pub fn sample_with(
+    pid: Pid,
+    tids: &[Tid],
+    cache: &mut NativeCache,
+    opts: &SampleOptions,
+) -> NativeSample {
+    let mut out = NativeSample::default();
+    if pid.0 == std::process::id() as i32 {
+        // A thread cannot trace its own process (EPERM); say so plainly.
+        out.diagnostics.push(diag(
+            pid,
+            None,
+            DiagKind::Failed,
+            "mphang does not sample its own process".into(),
+        ));
+        return out;
+    }
+    let maps = match std::fs::read_to_string(format!("/proc/{}/maps", pid.0)) {
+        Ok(t) => maps::parse_maps(&t),
+        Err(e) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound => DiagKind::Gone,
+                std::io::ErrorKind::PermissionDenied => DiagKind::PermissionDenied,
+                _ => DiagKind::Failed,
+            };
+            out.diagnostics
+                .push(diag(pid, None, kind, format!("/proc/{}/maps: {e}", pid.0)));
+            return out;
+        }
+    };
+    // Everything slow happens before any thread is stopped: files, unwind tables.
+    let sig = cache.unwinder_for(pid, &maps);
+
+    let mut syscall_before = HashMap::new();
+    let mut todo = Vec::new();
+    for &tid in tids {
+        let path = format!("/proc/{}/task/{}/syscall", pid.0, tid.0);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => {
+                syscall_before.insert(tid, s.trim_end().to_string());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.diagnostics.push(diag(
+                    pid,
+                    Some(tid),
+                    DiagKind::Gone,
+                    format!("thread {tid} exited before its native stack was read"),
+                ));
+                continue;
+            }
+            Err(_) => {}
+        }
+        if ptrace::task_state(tid) == Some('D') {
+            out.diagnostics.push(diag(
+                pid,
+                Some(tid),
+                DiagKind::Failed,
+                format!("thread {tid} is in uninterruptible sleep (D); not stopped"),
+            ));
+            continue;
+        }
+        todo.push(tid);
+    }
+
+    let results = capture_all(pid, &todo, &maps, opts);
+    for (tid, mut r) in results {
+        // A TID listed earlier may have exited and been reused by another process before the
+        // seize; then what we read belongs elsewhere. The task is gone from pid in that case.
+        if r.is_ok() && !std::path::Path::new(&format!("/proc/{}/task/{}", pid.0, tid.0)).exists() {
+            r = Err(AttachError::Gone);
+        }
+        match r {
+            Ok(c) => {
+                out.max_stop = out.max_stop.max(c.held);
+                let frames = cache
+                    .unwinders
+                    .get(&sig)
+                    .map(|u| unwind::unwind(u, &mut cache.unwind_cache, c.regs.start(), &c.stack));
+                let (addrs, end) = frames.unwrap_or((Vec::new(), UnwindEnd::Complete));
+                let mut native = Vec::new();
+                for fa in addrs {
+                    native.extend(cache.symbolize(pid, &maps, fa));
+                }
+                if let UnwindEnd::Truncated(why) = end {
+                    // Normal at the outermost frame of many threads; only worth a note when short.
+                    if native.len() < 3 {
+                        out.diagnostics.push(diag(
+                            pid,
+                            Some(tid),
+                            DiagKind::Failed,
+                            format!("native unwind of thread {tid} stopped early: {why}"),
+                        ));
+                    }
+                }
+                out.threads.push(NativeThread {
+                    tid: c.tid,
+                    fs_base: c.regs.fs_base,
+                    frames: native,
+                    syscall_before: syscall_before.remove(&tid),
+                });
+            }
+            Err(e) => out.diagnostics.push(attach_diag(pid, tid, &e)),
+        }
+    }
+
+    // Threads that appeared while we looked.
+    let known: HashSet<Tid> = tids.iter().copied().collect();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", pid.0)) {
+        for e in rd.flatten() {
+            if let Some(t) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if !known.contains(&Tid(t)) {
+                    out.diagnostics.push(diag(
+                        pid,
+                        Some(Tid(t)),
+                        DiagKind::Failed,
+                        format!("thread {t} appeared during sampling; no native stack"),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs every ptrace call on one dedicated thread and returns what it captured.
+fn capture_all(
+    pid: Pid,
+    tids: &[Tid],
+    maps: &[MapEntry],
+    opts: &SampleOptions,
+) -> Vec<(Tid, Result<Capture, AttachError>)> {
+    if tids.is_empty() {
+        return Vec::new();
+    }
+    let joined = std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .name("mphang-ptrace".into())
+            .spawn_scoped(s, || {
+                // Tighter sleeps while polling for the stop (the target waits on us).
+                // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+                unsafe {
+                    libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+                }
+                match opts.mode {
+                    StopMode::OneAtATime => tids
+                        .iter()
+                        .map(|&t| (t, capture_one(pid, t, maps, opts)))
+                        .collect::<Vec<_>>(),
+                    StopMode::AllAtOnce => capture_together(pid, tids, maps, opts),
+                }
+            });
+        match h {
+            Ok(h) => h.join().ok(),
+            Err(_) => None,
+        }
+    });
+    joined.unwrap_or_else(|| {
+        tids.iter()
+            .map(|&t| (t, Err(AttachError::Other("ptrace thread failed".into()))))
+            .collect()
+    })
+}
+
+fn read_stopped(
+    pid: Pid,
+    g: &Attached,
+    maps: &[MapEntry],
+    opts: &SampleOptions,
+) -> Result<(Regs, StackCopy), AttachError> {
+    let regs = g.regs()?;
+    let end = maps::stack_end(maps, regs.sp);
+    let stack = ptrace::copy_stack(pid, regs.sp, end, opts.stack_bytes);
+    if !opts.extra_hold.is_zero() {
+        std::thread::sleep(opts.extra_hold);
+    }
+    Ok((regs, stack))
+}
+
+fn capture_one(
+    pid: Pid,
+    tid: Tid,
+    maps: &[MapEntry],
+    opts: &SampleOptions,
+) -> Result<Capture, AttachError> {
+    let mut g = Attached::seize(tid)?;
+    g.wait_stopped(Instant::now() + opts.stop_timeout)?;
+    let read = read_stopped(pid, &g, maps, opts);
+    let exiting = g.exiting();
+    let held = g.detach();
+    let (regs, stack) = read?;
+    if exiting {
+        return Err(AttachError::Gone);
+    }
+    Ok(Capture {
+        tid,
+        regs,
+        stack,
+        held,
+    })
+}
+
+fn capture_together(
+    pid: Pid,
+    tids: &[Tid],
+    maps: &[MapEntry],
+    opts: &SampleOptions,
+) -> Vec<(Tid, Result<Capture, AttachError>)> {
+    let mut guards: Vec<(Tid, Result<Attached, AttachError>)> =
+        tids.iter().map(|&t| (t, Attached::seize(t))).collect();
+    let deadline = Instant::now() + opts.stop_timeout;
+    for (_, g) in guards.iter_mut() {
+        if let Ok(a) = g {
+            if let Err(e) = a.wait_stopped(deadline) {
+                *g = Err(e);
+            }
+        }
+    }
+    let mut reads = Vec::new();
+    for (_, g) in &guards {
+        reads.push(match g {
+            Ok(a) if a.exiting() => Err(AttachError::Gone),
+            Ok(a) => read_stopped(pid, a, maps, opts),
+            Err(e) => Err(e.clone()),
+        });
+    }
+    let mut held = Vec::new();
+    for (_, g) in guards {
+        held.push(g.map(|a| a.detach()).unwrap_or_default());
+    }
+    tids.iter()
+        .zip(reads)
+        .zip(held)
+        .map(|((&tid, r), h)| {
+            (
+                tid,
+                r.map(|(regs, stack)| Capture {
+                    tid,
+                    regs,
+                    stack,
+                    held: h,
+                }),
+            )
+        })
+        .collect()
+}
