@@ -2,7 +2,8 @@
 //! native sampling ran), innermost first, with the innermost user-code frame highlighted.
 
 use super::pane;
-use crate::model::{NativeFrame, ThreadSnap};
+use crate::collect::native::merge::{merge, MergedFrame};
+use crate::model::{NativeFrame, PyFrame, ThreadSnap};
 use crate::tui::app::App;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -23,58 +24,50 @@ pub enum StackLine {
     Note(String),
 }
 
-/// Merges the two stacks of a thread, innermost first: the native frames above the first
-/// interpreter-loop frame, then the Python frames, then the native frames below the last
-/// interpreter-loop frame (`main`, `start_thread`). The interpreter-loop frames in between are
-/// what the Python frames stand for, so they are left out.
+/// The stack of a thread, innermost first, merged the way the text report merges it
+/// ([`merge`]: Python frames in place of the interpreter's eval loop, libc and extension frames
+/// kept) when native frames exist, else the Python frames alone. The innermost user frame among
+/// the frames this process runs itself is marked; frames below multiprocessing's `_bootstrap`
+/// were copied from the parent at fork and are shown as such.
 pub fn merged(t: &ThreadSnap) -> Vec<StackLine> {
-    let py: Vec<StackLine> = match &t.py {
-        Some(p) => {
-            // The innermost user frame among the frames this process runs itself; frames below
-            // multiprocessing's `_bootstrap` were copied from the parent at fork.
-            let own = p.own_frames().len();
-            let user = p.own_frames().iter().position(|f| f.is_user_code());
-            let mut out = Vec::with_capacity(p.frames.len() + 1);
-            for (i, f) in p.frames.iter().enumerate() {
-                if i == own && own < p.frames.len() {
-                    out.push(StackLine::Note(
-                        "below: the parent's stack, copied at fork".into(),
-                    ));
-                }
-                let text = format!("{} ({})", f.function, f.short_location());
-                out.push(if i < own {
-                    StackLine::Python {
-                        text,
-                        user: Some(i) == user,
-                    }
-                } else {
-                    StackLine::Inherited(text)
-                });
-            }
-            out
+    let py_frames: &[PyFrame] = t.py.as_ref().map_or(&[], |p| p.frames.as_slice());
+    let own = t.py.as_ref().map_or(0, |p| p.own_frames().len());
+    let user =
+        t.py.as_ref()
+            .and_then(|p| p.own_frames().iter().position(|f| f.is_user_code()));
+    let mut out = Vec::with_capacity(py_frames.len() + 1);
+    let mut py_index = 0;
+    let mut python = |f: &PyFrame, out: &mut Vec<StackLine>| {
+        let i = py_index;
+        py_index += 1;
+        if i == own && own < py_frames.len() {
+            out.push(StackLine::Note(
+                "below: the parent's stack, copied at fork".into(),
+            ));
         }
-        None => Vec::new(),
+        let text = format!("{} ({})", f.function, f.short_location());
+        out.push(if i < own {
+            StackLine::Python {
+                text,
+                user: Some(i) == user,
+            }
+        } else {
+            StackLine::Inherited(text)
+        });
     };
-    let Some(native) = &t.native else {
-        return py;
-    };
-    let is_eval = |f: &NativeFrame| {
-        f.function
-            .as_deref()
-            .is_some_and(|n| n.contains("_PyEval_EvalFrame") || n.contains("PyEval_EvalFrameEx"))
-    };
-    let first = native.iter().position(is_eval);
-    let last = native.iter().rposition(is_eval);
-    let mut out = Vec::new();
-    match (first, last) {
-        (Some(a), Some(b)) => {
-            out.extend(native[..a].iter().map(native_line));
-            out.extend(py);
-            out.extend(native[b + 1..].iter().map(native_line));
+    match &t.native {
+        Some(native) if !native.is_empty() => {
+            for m in merge(py_frames, native) {
+                match m {
+                    MergedFrame::Python(f) => python(&f, &mut out),
+                    MergedFrame::Native(n) => out.push(native_line(&n)),
+                }
+            }
         }
         _ => {
-            out.extend(native.iter().map(native_line));
-            out.extend(py);
+            for f in py_frames {
+                python(f, &mut out);
+            }
         }
     }
     out

@@ -219,6 +219,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         looks: 1,
         interval_ms: 1000,
         collect_ms: 38,
+        max_stop_us: None,
         processes: vec![
             process(
                 PARENT,
