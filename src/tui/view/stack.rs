@@ -73,17 +73,19 @@ pub fn merged(t: &ThreadSnap) -> Vec<StackLine> {
     out
 }
 
+/// `name (file.c:123)`, or `name (module)` without line info, as in the text report.
 fn native_line(f: &NativeFrame) -> StackLine {
     let func = f
         .function
         .clone()
         .unwrap_or_else(|| format!("{:#x}", f.addr));
-    let module = f
-        .module
-        .as_deref()
-        .map(|m| m.rsplit('/').next().unwrap_or(m));
-    StackLine::Native(match module {
-        Some(m) => format!("{func} ({m})"),
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let loc = match (&f.file, f.line) {
+        (Some(file), Some(line)) => Some(format!("{}:{line}", base(file))),
+        _ => f.module.as_deref().map(base),
+    };
+    StackLine::Native(match loc {
+        Some(l) => format!("{func} ({l})"),
         None => func,
     })
 }
