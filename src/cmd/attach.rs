@@ -15,11 +15,19 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-/// Options of each refresh: one look (successive refreshes are compared by the view itself).
-pub fn refresh_options() -> CollectOptions {
+/// Native stacks hold every thread stopped for a moment (ptrace) and cost the most CPU, so a
+/// refresh reads them only on the first look and then every `NATIVE_EVERY` looks; the view
+/// keeps showing a thread's last native stack while the thread stays where it was.
+pub const NATIVE_EVERY: u64 = 10;
+
+/// Options of refresh number `look` (0 = the first): one look each (successive refreshes are
+/// compared by the view itself), native stacks every [`NATIVE_EVERY`] looks.
+pub fn refresh_options(look: u64) -> CollectOptions {
+    let default = CollectOptions::default();
     CollectOptions {
         looks: 1,
-        ..CollectOptions::default()
+        native: default.native && look % NATIVE_EVERY == 0,
+        ..default
     }
 }
 
@@ -31,12 +39,11 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         return Err(Error::Usage("--interval must be more than 0".into()));
     }
     let pid = Pid(args.pid);
-    let opts = refresh_options();
     let (tx, rx) = mpsc::channel();
     // Before any other thread starts (the collector's too), so that all of them inherit the
     // blocked signals; a Ctrl-C during the first look then quits as soon as the view is up.
     spawn_signal_thread(tx.clone())?;
-    let first = collect(pid, &opts)?;
+    let first = collect(pid, &refresh_options(0))?;
     let save_dir = std::env::current_dir().map_err(|source| Error::Io {
         context: "reading the current directory".into(),
         source,
@@ -48,8 +55,12 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let mut tty = Tty::enter()?;
     let stop = Arc::new(AtomicBool::new(false));
     let input = spawn_input_thread(tx.clone(), Arc::clone(&stop));
+    let mut look = 0;
     let sampler = spawn_sampler_thread(
-        move || collect(pid, &opts),
+        move || {
+            look += 1;
+            collect(pid, &refresh_options(look))
+        },
         tx,
         Arc::clone(&stop),
         app.pause_flag(),

@@ -6,7 +6,7 @@
 //! recorded sequence of reports always renders the same way.
 
 use crate::analysis::{BlockedOn, Progress};
-use crate::model::{Pid, ProcessSnap, SyscallState, ThreadRef, ThreadSnap};
+use crate::model::{NativeFrame, Pid, ProcessSnap, SyscallState, ThreadRef, ThreadSnap};
 use crate::render::Report;
 use std::collections::{BTreeMap, HashMap};
 
@@ -61,6 +61,9 @@ struct ThreadTrack {
     sig: Option<Signature>,
     /// `taken_at_ms` of the first refresh that saw it blocked with `sig`.
     since_ms: u64,
+    /// The last native stack read for it while it stayed in this place, and the look number
+    /// that read it (native stacks are not read at every look; see `cmd::attach`).
+    native: Option<(Vec<NativeFrame>, u64)>,
 }
 
 /// How a process is doing, as shown in the tree's status column.
@@ -134,22 +137,35 @@ impl History {
                     tid: t.tid,
                 };
                 let sig = Signature::of(t);
+                let native = t.native.clone().map(|n| (n, self.refreshes + 1));
                 let housekeeping = report.verdict(r).is_some_and(|v| v.housekeeping);
                 match self.threads.get_mut(&r) {
                     Some(track) if same_place(track.sig.as_ref(), sig.as_ref()) => {
-                        // Keep the stack we know when this look could not read one.
+                        // Keep the stacks we know when this look could not read them.
                         if let (Some(old), Some(new)) = (track.sig.as_mut(), sig) {
                             if !new.stack.is_empty() {
                                 old.stack = new.stack;
                             }
                         }
+                        if native.is_some() {
+                            track.native = native;
+                        }
                     }
                     Some(track) => {
                         moved |= !housekeeping;
-                        *track = ThreadTrack { sig, since_ms: now };
+                        *track = ThreadTrack {
+                            sig,
+                            since_ms: now,
+                            native,
+                        };
                     }
                     None => {
-                        self.threads.insert(r, ThreadTrack { sig, since_ms: now });
+                        let track = ThreadTrack {
+                            sig,
+                            since_ms: now,
+                            native,
+                        };
+                        self.threads.insert(r, track);
                     }
                 }
                 moved |= !housekeeping && matches!(t.syscall, SyscallState::Running);
@@ -230,6 +246,13 @@ impl History {
         let t = self.threads.get(&r)?;
         t.sig.as_ref()?;
         Some(self.latest_ms.saturating_sub(t.since_ms))
+    }
+
+    /// The newest native stack read for the thread while it has stayed where it is now, with
+    /// the number of the look that read it.
+    pub fn native(&self, r: ThreadRef) -> Option<(&[NativeFrame], u64)> {
+        let (frames, look) = self.threads.get(&r)?.native.as_ref()?;
+        Some((frames.as_slice(), *look))
     }
 
     /// Milliseconds since the process last made progress.

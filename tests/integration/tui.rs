@@ -455,3 +455,35 @@ fn a_failed_refresh_is_reported_until_the_next_good_one() {
     assert_eq!(app.status, None);
     assert!(!app.quit, "a failed refresh never ends the view");
 }
+
+#[test]
+fn native_frames_of_an_earlier_look_stay_while_the_thread_stays() {
+    let mut app = App::new(demo::PARENT, Duration::from_secs(1), std::env::temp_dir());
+    app.update(Action::Refresh(Box::new(demo::report(0))));
+    // A look without native stacks (attach reads them every few looks only).
+    let without_native = |later| {
+        let mut r = demo::report(later);
+        for p in &mut r.snapshot.processes {
+            for t in &mut p.threads {
+                t.native = None;
+            }
+        }
+        r
+    };
+    app.update(Action::Refresh(Box::new(without_native(1_000))));
+    app.update(key('j'));
+    app.update(code(KeyCode::Tab));
+    app.update(key('j'));
+    assert_eq!(app.selected_tid, Some(demo::FEEDER));
+    let s = screen(&app);
+    assert!(s.contains("native frames from look #1"), "{s}");
+    assert!(s.contains("__GI___libc_write"), "{s}");
+    // Once the thread moves, the old native stack no longer applies.
+    let mut moved = without_native(2_000);
+    if let Some(py) = moved.snapshot.processes[1].threads[1].py.as_mut() {
+        py.frames[0].line += 1;
+    }
+    app.update(Action::Refresh(Box::new(moved)));
+    let s = screen(&app);
+    assert!(!s.contains("__GI___libc_write"), "{s}");
+}

@@ -29,7 +29,9 @@ pub enum StackLine {
 /// kept) when native frames exist, else the Python frames alone. The innermost user frame among
 /// the frames this process runs itself is marked; frames below multiprocessing's `_bootstrap`
 /// were copied from the parent at fork and are shown as such.
-pub fn merged(t: &ThreadSnap) -> Vec<StackLine> {
+///
+/// `native` stands in for the thread's own native frames when this look did not read them.
+pub fn merged(t: &ThreadSnap, native: Option<&[NativeFrame]>) -> Vec<StackLine> {
     let py_frames: &[PyFrame] = t.py.as_ref().map_or(&[], |p| p.frames.as_slice());
     let own = t.py.as_ref().map_or(0, |p| p.own_frames().len());
     let user =
@@ -55,7 +57,7 @@ pub fn merged(t: &ThreadSnap) -> Vec<StackLine> {
             StackLine::Inherited(text)
         });
     };
-    match &t.native {
+    match t.native.as_deref().or(native) {
         Some(native) if !native.is_empty() => {
             for m in merge(py_frames, native) {
                 match m {
@@ -105,7 +107,20 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
             Style::new().fg(Color::DarkGray),
         ))),
         Some(t) => {
-            let merged = merged(t);
+            // Native stacks are read every few looks; until the thread moves, show the last one.
+            let earlier = match (t.native.as_ref(), r) {
+                (None, Some(r)) => app.history.native(r),
+                _ => None,
+            };
+            if let Some((_, look)) = earlier {
+                lines.push(Line::from(Span::styled(
+                    format!("  (native frames from look #{look}; the thread has not moved since)"),
+                    Style::new()
+                        .fg(Color::DarkGray)
+                        .add_modifier(Modifier::ITALIC),
+                )));
+            }
+            let merged = merged(t, earlier.map(|(n, _)| n));
             if merged.is_empty() {
                 lines.push(Line::from(Span::styled(
                     "no stack: not a Python thread mphang could read, and no native stack",
