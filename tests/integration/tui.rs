@@ -476,7 +476,10 @@ fn native_frames_of_an_earlier_look_stay_while_the_thread_stays() {
     app.update(key('j'));
     assert_eq!(app.selected_tid, Some(demo::FEEDER));
     let s = screen(&app);
-    assert!(s.contains("native frames from look #1"), "{s}");
+    assert!(
+        s.contains("native frames of look #1, unchanged since"),
+        "{s}"
+    );
     assert!(s.contains("__GI___libc_write"), "{s}");
     // Once the thread moves, the old native stack no longer applies.
     let mut moved = without_native(2_000);

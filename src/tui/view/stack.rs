@@ -114,7 +114,7 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
             };
             if let Some((_, look)) = earlier {
                 lines.push(Line::from(Span::styled(
-                    format!("  (native frames from look #{look}; the thread has not moved since)"),
+                    format!("  (native frames of look #{look}, unchanged since)"),
                     Style::new()
                         .fg(Color::DarkGray)
                         .add_modifier(Modifier::ITALIC),
