@@ -153,11 +153,28 @@ fn moved(t: &crate::model::ThreadSnap) -> Option<String> {
             ));
         }
         let restarted = matches!((first, l.syscall), (Some(_), Some((219, ..))));
-        if l.syscall != first && !restarted {
+        if l.syscall != first && !restarted && !write_resumed(first, l.syscall) {
             return Some(format!("changed system call within {} ms", l.after_ms));
         }
     }
     None
+}
+
+/// A blocked write that a signal or ptrace stop cut short returns the bytes already copied, and
+/// the caller writes the rest: same call and fd, the buffer advanced by d and the count reduced
+/// by d. mphang's own native sampling causes exactly this; it is not progress.
+fn write_resumed(first: Option<(i64, u64, u64, u64)>, later: Option<(i64, u64, u64, u64)>) -> bool {
+    match (first, later) {
+        (Some((nr, fd, buf, count)), Some((nr2, fd2, buf2, count2))) => {
+            matches!(nr, 1 | 44)
+                && nr == nr2
+                && fd == fd2
+                && buf2 > buf
+                && count2 < count
+                && buf2 - buf == count - count2
+        }
+        _ => false,
+    }
 }
 
 fn threads_except(idx: &Index<'_>, pid: Pid, me: ThreadRef) -> Vec<ThreadRef> {
@@ -216,23 +233,20 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
                 _ => holders_threads(idx, idx.sem_mappers(key).iter().copied(), me),
             }
         }
-        BlockedOn::Mutex { owner_tid, .. } => {
-            let ns = idx.process(me.pid).and_then(|p| p.ns_pid).is_some();
-            match owner_tid {
-                Some(o) if !ns => {
-                    let owner = ThreadRef {
-                        pid: me.pid,
-                        tid: Tid(*o),
-                    };
-                    if idx.thread(owner).is_some() && owner != me {
-                        Need::Providers(vec![owner])
-                    } else {
-                        Need::Providers(Vec::new())
-                    }
+        BlockedOn::Mutex { owner_tid, .. } => match owner_tid {
+            Some(o) => {
+                let owner = ThreadRef {
+                    pid: me.pid,
+                    tid: Tid(*o),
+                };
+                if idx.thread(owner).is_some() && owner != me {
+                    Need::Providers(vec![owner])
+                } else {
+                    Need::Providers(Vec::new())
                 }
-                _ => Need::Providers(threads_except(idx, me.pid, me)),
             }
-        }
+            _ => Need::Providers(threads_except(idx, me.pid, me)),
+        },
         BlockedOn::ThreadLock { .. } | BlockedOn::ParkingLot { .. } => {
             Need::Providers(threads_except(idx, me.pid, me))
         }

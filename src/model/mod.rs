@@ -7,6 +7,7 @@
 mod diag;
 mod fd;
 mod ids;
+pub mod merge;
 mod process;
 mod stack;
 mod syscall;

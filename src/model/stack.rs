@@ -12,6 +12,11 @@ pub struct PyFrame {
     pub file: String,
     /// Line being executed (0 when unknown).
     pub line: i32,
+    /// The frame was entered from C (py-spy's `is_entry || is_shim_entry`): the outermost frame
+    /// of its eval loop. Lets native and Python stacks be merged exactly (3.11+ runs several
+    /// Python frames in one eval loop).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entry: bool,
 }
 
 impl PyFrame {

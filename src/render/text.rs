@@ -302,37 +302,58 @@ fn stack(
     t: &crate::model::ThreadSnap,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    use crate::collect::native::merge::{merge, MergedFrame};
-    let py_frames: &[crate::model::PyFrame] = t.py.as_ref().map(|py| py.frames.as_slice()).unwrap_or(&[]);
+    use crate::model::merge::{merge_with_entries, MergedFrame};
+    let py_frames: &[crate::model::PyFrame] =
+        t.py.as_ref().map(|py| py.frames.as_slice()).unwrap_or(&[]);
     let user = t.py.as_ref().and_then(|py| py.user_frame()).cloned();
     let own = t.py.as_ref().map(|py| py.own_frames().len()).unwrap_or(0);
-    let python_line = |i: usize, f: &crate::model::PyFrame, out: &mut dyn Write| -> std::io::Result<()> {
-        if i == own && own < py_frames.len() {
-            writeln!(out, "{pad}        {}", p.dim("(below: the parent's stack, copied at fork)"))?;
-        }
-        let text = format!("{} ({})", f.function, f.short_location());
-        if user.as_ref() == Some(f) {
-            writeln!(out, "{pad}        {}  {}", p.bold(&text), p.yellow("<- your code"))
-        } else {
-            writeln!(out, "{pad}        {}", p.dim(&text))
-        }
-    };
+    let python_line =
+        |i: usize, f: &crate::model::PyFrame, out: &mut dyn Write| -> std::io::Result<()> {
+            if i == own && own < py_frames.len() {
+                writeln!(
+                    out,
+                    "{pad}        {}",
+                    p.dim("(below: the parent's stack, copied at fork)")
+                )?;
+            }
+            let text = format!("{} ({})", f.function, f.short_location());
+            if user.as_ref() == Some(f) {
+                writeln!(
+                    out,
+                    "{pad}        {}  {}",
+                    p.bold(&text),
+                    p.yellow("<- your code")
+                )
+            } else {
+                writeln!(out, "{pad}        {}", p.dim(&text))
+            }
+        };
     match &t.native {
         Some(native) if !native.is_empty() => {
             let mut py_index = 0;
-            for m in merge(py_frames, native) {
+            let entries: Vec<bool> = py_frames.iter().map(|f| f.entry).collect();
+            for m in merge_with_entries(py_frames, &entries, native) {
                 match m {
                     MergedFrame::Python(f) => {
                         python_line(py_index, &f, out)?;
                         py_index += 1;
                     }
                     MergedFrame::Native(n) => {
-                        let name = n.function.clone().unwrap_or_else(|| format!("{:#x}", n.addr));
+                        let name = n
+                            .function
+                            .clone()
+                            .unwrap_or_else(|| format!("{:#x}", n.addr));
                         let loc = match (&n.file, n.line) {
-                            (Some(f), Some(l)) => format!("{}:{l}", f.rsplit('/').next().unwrap_or(f)),
+                            (Some(f), Some(l)) => {
+                                format!("{}:{l}", f.rsplit('/').next().unwrap_or(f))
+                            }
                             _ => n.module.clone().unwrap_or_default(),
                         };
-                        writeln!(out, "{pad}        {}", p.dim(&format!("{name} [native] ({loc})")))?;
+                        writeln!(
+                            out,
+                            "{pad}        {}",
+                            p.dim(&format!("{name} [native] ({loc})"))
+                        )?;
                     }
                 }
             }
