@@ -10,6 +10,9 @@ pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
     if t.state == 'R' || t.state == 'D' {
         return BlockedOn::Running;
     }
+    if t.native.as_deref().is_some_and(crate::model::waits_for_gil) {
+        return BlockedOn::Gil;
+    }
     let s = match &t.syscall {
         SyscallState::Running => return BlockedOn::Running,
         SyscallState::UserStopped => {

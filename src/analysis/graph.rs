@@ -89,7 +89,8 @@ pub fn build(idx: &Index<'_>) -> Graph {
                     g.providers.insert(r, v);
                 }
             }
-            if !hk && !zombie && !seeds.contains_key(&r) {
+            // GIL waiters wake every 5 ms and accrue CPU ticks: never evidence of progress.
+            if !hk && !zombie && !seeds.contains_key(&r) && b != BlockedOn::Gil {
                 if let Some(why) = moved(t) {
                     seeds.insert(r, why);
                 } else if let Some(ino) = pipe_of(&b).filter(|i| moved_pipes.contains(i)) {
@@ -177,6 +178,24 @@ fn write_resumed(first: Option<(i64, u64, u64, u64)>, later: Option<(i64, u64, u
     }
 }
 
+/// The thread of `me`'s process that holds the GIL while blocked in a system call (not
+/// running), when py-spy saw one.
+pub fn gil_holder(idx: &Index<'_>, me: ThreadRef) -> Option<ThreadRef> {
+    let p = idx.process(me.pid)?;
+    p.threads
+        .iter()
+        .find(|t| {
+            t.tid != me.tid
+                && t.py.as_ref().is_some_and(|py| py.owns_gil)
+                && t.state != 'R'
+                && matches!(t.syscall, SyscallState::Blocked(_))
+        })
+        .map(|t| ThreadRef {
+            pid: me.pid,
+            tid: t.tid,
+        })
+}
+
 fn threads_except(idx: &Index<'_>, pid: Pid, me: ThreadRef) -> Vec<ThreadRef> {
     idx.threads_of(pid)
         .into_iter()
@@ -187,7 +206,11 @@ fn threads_except(idx: &Index<'_>, pid: Pid, me: ThreadRef) -> Vec<ThreadRef> {
 fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
     match b {
         BlockedOn::Running => Need::Seed("running".into()),
-        BlockedOn::Gil => Need::Seed("waits for the GIL (CPU contention, not a hang)".into()),
+        BlockedOn::Gil => match gil_holder(idx, me) {
+            // A holder blocked in the kernel (C code that kept the GIL) must return first.
+            Some(h) => Need::Providers(vec![h]),
+            None => Need::Seed("waits for the GIL (CPU contention, not a hang)".into()),
+        },
         BlockedOn::Timed { what } => Need::Seed(format!("in {what}, which returns by itself")),
         BlockedOn::External { what } => Need::Seed(format!("waits on {what}, outside the tree")),
         BlockedOn::Signal => Need::Seed("waits for a signal from outside".into()),

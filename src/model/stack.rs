@@ -112,3 +112,13 @@ pub struct NativeFrame {
     pub file: Option<String>,
     pub line: Option<u32>,
 }
+
+/// True when a native stack is waiting to take the GIL (a `take_gil` frame, as pystack and
+/// CPython's gdb helpers decide).
+pub fn waits_for_gil(frames: &[NativeFrame]) -> bool {
+    frames.iter().any(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n == "take_gil" || n.starts_with("take_gil."))
+    })
+}
