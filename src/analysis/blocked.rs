@@ -10,6 +10,9 @@ pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
     if t.state == 'R' || t.state == 'D' {
         return BlockedOn::Running;
     }
+    if t.native.as_deref().is_some_and(crate::model::waits_for_gil) {
+        return BlockedOn::Gil;
+    }
     let s = match &t.syscall {
         SyscallState::Running => return BlockedOn::Running,
         SyscallState::UserStopped => {
@@ -70,11 +73,11 @@ pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
                 _ if f.is_mutex() => BlockedOn::Mutex {
                     uaddr: f.uaddr,
                     owner_tid: f.word.as_ref().and_then(|w| {
-                        let cmd = f.op & 0x7f;
-                        let tid = if cmd == 6 || cmd == 13 || f.val & 0x8000_0000 != 0 {
-                            (w.value & 0x3fff_ffff) as i32
-                        } else {
+                        // __owner, or for robust/PI mutexes the TID in the lock word itself.
+                        let tid = if w.owner_tid > 0 {
                             w.owner_tid
+                        } else {
+                            (w.value & 0x3fff_ffff) as i32
                         };
                         (tid > 0).then_some(tid)
                     }),

@@ -89,7 +89,8 @@ pub fn build(idx: &Index<'_>) -> Graph {
                     g.providers.insert(r, v);
                 }
             }
-            if !hk && !zombie && !seeds.contains_key(&r) {
+            // GIL waiters wake every 5 ms and accrue CPU ticks: never evidence of progress.
+            if !hk && !zombie && !seeds.contains_key(&r) && b != BlockedOn::Gil {
                 if let Some(why) = moved(t) {
                     seeds.insert(r, why);
                 } else if let Some(ino) = pipe_of(&b).filter(|i| moved_pipes.contains(i)) {
@@ -153,11 +154,46 @@ fn moved(t: &crate::model::ThreadSnap) -> Option<String> {
             ));
         }
         let restarted = matches!((first, l.syscall), (Some(_), Some((219, ..))));
-        if l.syscall != first && !restarted {
+        if l.syscall != first && !restarted && !write_resumed(first, l.syscall) {
             return Some(format!("changed system call within {} ms", l.after_ms));
         }
     }
     None
+}
+
+/// A blocked write that a signal or ptrace stop cut short returns the bytes already copied, and
+/// the caller writes the rest: same call and fd, the buffer advanced by d and the count reduced
+/// by d. mphang's own native sampling causes exactly this; it is not progress.
+fn write_resumed(first: Option<(i64, u64, u64, u64)>, later: Option<(i64, u64, u64, u64)>) -> bool {
+    match (first, later) {
+        (Some((nr, fd, buf, count)), Some((nr2, fd2, buf2, count2))) => {
+            matches!(nr, 1 | 44)
+                && nr == nr2
+                && fd == fd2
+                && buf2 > buf
+                && count2 < count
+                && buf2 - buf == count - count2
+        }
+        _ => false,
+    }
+}
+
+/// The thread of `me`'s process that holds the GIL while blocked in a system call (not
+/// running), when py-spy saw one.
+pub fn gil_holder(idx: &Index<'_>, me: ThreadRef) -> Option<ThreadRef> {
+    let p = idx.process(me.pid)?;
+    p.threads
+        .iter()
+        .find(|t| {
+            t.tid != me.tid
+                && t.py.as_ref().is_some_and(|py| py.owns_gil)
+                && t.state != 'R'
+                && matches!(t.syscall, SyscallState::Blocked(_))
+        })
+        .map(|t| ThreadRef {
+            pid: me.pid,
+            tid: t.tid,
+        })
 }
 
 fn threads_except(idx: &Index<'_>, pid: Pid, me: ThreadRef) -> Vec<ThreadRef> {
@@ -170,7 +206,11 @@ fn threads_except(idx: &Index<'_>, pid: Pid, me: ThreadRef) -> Vec<ThreadRef> {
 fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
     match b {
         BlockedOn::Running => Need::Seed("running".into()),
-        BlockedOn::Gil => Need::Seed("waits for the GIL (CPU contention, not a hang)".into()),
+        BlockedOn::Gil => match gil_holder(idx, me) {
+            // A holder blocked in the kernel (C code that kept the GIL) must return first.
+            Some(h) => Need::Providers(vec![h]),
+            None => Need::Seed("waits for the GIL (CPU contention, not a hang)".into()),
+        },
         BlockedOn::Timed { what } => Need::Seed(format!("in {what}, which returns by itself")),
         BlockedOn::External { what } => Need::Seed(format!("waits on {what}, outside the tree")),
         BlockedOn::Signal => Need::Seed("waits for a signal from outside".into()),
@@ -216,23 +256,20 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
                 _ => holders_threads(idx, idx.sem_mappers(key).iter().copied(), me),
             }
         }
-        BlockedOn::Mutex { owner_tid, .. } => {
-            let ns = idx.process(me.pid).and_then(|p| p.ns_pid).is_some();
-            match owner_tid {
-                Some(o) if !ns => {
-                    let owner = ThreadRef {
-                        pid: me.pid,
-                        tid: Tid(*o),
-                    };
-                    if idx.thread(owner).is_some() && owner != me {
-                        Need::Providers(vec![owner])
-                    } else {
-                        Need::Providers(Vec::new())
-                    }
+        BlockedOn::Mutex { owner_tid, .. } => match owner_tid {
+            Some(o) => {
+                let owner = ThreadRef {
+                    pid: me.pid,
+                    tid: Tid(*o),
+                };
+                if idx.thread(owner).is_some() && owner != me {
+                    Need::Providers(vec![owner])
+                } else {
+                    Need::Providers(Vec::new())
                 }
-                _ => Need::Providers(threads_except(idx, me.pid, me)),
             }
-        }
+            _ => Need::Providers(threads_except(idx, me.pid, me)),
+        },
         BlockedOn::ThreadLock { .. } | BlockedOn::ParkingLot { .. } => {
             Need::Providers(threads_except(idx, me.pid, me))
         }

@@ -40,9 +40,28 @@ pub fn analyze(snap: &Snapshot) -> Analysis {
             because: g.because.get(r).cloned(),
             providers: g.providers(*r).to_vec(),
             line: describe::line(&idx, &g, *r),
+            stack: merged_stack(&idx, *r),
             housekeeping: g.housekeeping.contains(r),
         })
         .collect();
     let findings = patterns::run(&idx, &g);
     Analysis { threads, findings }
+}
+
+/// The merged stack of a thread that has native frames (empty otherwise).
+fn merged_stack(
+    idx: &index::Index<'_>,
+    r: crate::model::ThreadRef,
+) -> Vec<crate::model::merge::MergedFrame> {
+    let Some((_, t)) = idx.thread(r) else {
+        return Vec::new();
+    };
+    match &t.native {
+        Some(native) if !native.is_empty() => {
+            let py = t.py.as_ref().map(|p| p.frames.as_slice()).unwrap_or(&[]);
+            let entries: Vec<bool> = py.iter().map(|f| f.entry).collect();
+            crate::model::merge::merge_with_entries(py, &entries, native)
+        }
+        _ => Vec::new(),
+    }
 }

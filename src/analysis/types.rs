@@ -68,6 +68,10 @@ pub struct ThreadVerdict {
     pub providers: Vec<ThreadRef>,
     /// One line for people: what it waits on and who is on the other side.
     pub line: String,
+    /// Python and native frames merged into one stack (Python frames in place of the
+    /// interpreter's eval loop), innermost first; present when native stacks were sampled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<crate::model::merge::MergedFrame>,
     /// A recognised periodic housekeeping loop (Pool handler, Manager serve_forever, idle
     /// feeder): never counted as progress.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

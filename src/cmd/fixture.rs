@@ -2,7 +2,8 @@
 //!
 //! A fixture writes a ready file (`MPHANG_READY`) once its hang is arranged, naming pids and the
 //! syscalls its threads must be blocked in; [`Fixture::start`] waits for the file, then polls
-//! `/proc` until every expectation holds. Never a fixed sleep. The fixture runs in its own
+//! `/proc` until every expectation holds and the named threads' syscall lines stay unchanged
+//! over three polls. Never a fixed sleep. The fixture runs in its own
 //! process group, which [`Drop`] kills and reaps.
 
 use serde::Deserialize;
@@ -155,7 +156,7 @@ impl Fixture {
                         .map(|p| format!("{p} gone")),
                 )
                 .collect();
-            if pending.is_empty() {
+            if pending.is_empty() && fx.settled() {
                 return Ok(fx);
             }
             if start.elapsed() > deadline {
@@ -167,6 +168,27 @@ impl Fixture {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// True once every named thread's syscall line (number, arguments, stack and program
+    /// counter) stays identical over three polls 20 ms apart: a thread passing through the
+    /// expected syscall on its way elsewhere (e.g. to an atexit handler) is not yet hung.
+    fn settled(&self) -> bool {
+        let lines = || -> Vec<Option<String>> {
+            self.ready
+                .blocked
+                .iter()
+                .filter(|(_, t, _)| *t != 0)
+                .map(|(p, t, _)| {
+                    std::fs::read_to_string(format!("/proc/{p}/task/{t}/syscall")).ok()
+                })
+                .collect()
+        };
+        let first = lines();
+        (0..3).all(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            lines() == first
+        })
     }
 
     /// The pid of the fixture's first process.

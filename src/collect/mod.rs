@@ -195,6 +195,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         }
     }
 
+    translate_ns_owners(&mut procs);
     if opts.python {
         add_python(&mut procs, n);
     }
@@ -833,4 +834,30 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         r.diags.extend(sample.diagnostics);
     }
     max_stop.as_micros() as u64
+}
+
+/// Mutex owners read from target memory are TIDs of the target's PID namespace. For processes
+/// in another namespace, map them to mphang's TIDs through the `NSpid` lines of the tree's
+/// threads (an owner not found in the tree keeps its namespace value).
+fn translate_ns_owners(procs: &mut [Raw]) {
+    if procs.iter().all(|r| r.snap.ns_pid.is_none()) {
+        return;
+    }
+    let mut map: HashMap<i32, Tid> = HashMap::new();
+    for r in procs.iter().filter(|r| r.snap.ns_pid.is_some()) {
+        map.extend(native::ns_tid_map(r.snap.pid));
+    }
+    for r in procs.iter_mut().filter(|r| r.snap.ns_pid.is_some()) {
+        for t in &mut r.snap.threads {
+            if let SyscallState::Blocked(s) = &mut t.syscall {
+                if let crate::model::Decoded::Futex(f) = &mut s.decoded {
+                    if let Some(w) = &mut f.word {
+                        if let Some(host) = map.get(&w.owner_tid) {
+                            w.owner_tid = host.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -122,6 +122,7 @@ fn read_one(
                         function: f.name.clone(),
                         file: f.filename.clone(),
                         line: f.line,
+                        entry: f.is_entry || f.is_shim_entry,
                     })
                     .collect(),
             };

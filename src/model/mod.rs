@@ -7,6 +7,7 @@
 mod diag;
 mod fd;
 mod ids;
+pub mod merge;
 mod process;
 mod stack;
 mod syscall;
@@ -15,7 +16,7 @@ pub use diag::{DiagKind, Diagnostic, Stage};
 pub use fd::{Access, FdEntry, FdKind, PipeSnap};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
 pub use process::{ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap};
-pub use stack::{NativeFrame, PyFrame, PyThread};
+pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{syscall_name, Decoded, Futex, FutexRegion, FutexWord, Syscall, SyscallState};
 
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,11 @@ pub struct PyFrame {
     pub file: String,
     /// Line being executed (0 when unknown).
     pub line: i32,
+    /// The frame was entered from C (py-spy's `is_entry || is_shim_entry`): the outermost frame
+    /// of its eval loop. Lets native and Python stacks be merged exactly (3.11+ runs several
+    /// Python frames in one eval loop).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entry: bool,
 }
 
 impl PyFrame {
@@ -106,4 +111,14 @@ pub struct NativeFrame {
     pub function: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+}
+
+/// True when a native stack is waiting to take the GIL (a `take_gil` frame, as pystack and
+/// CPython's gdb helpers decide).
+pub fn waits_for_gil(frames: &[NativeFrame]) -> bool {
+    frames.iter().any(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n == "take_gil" || n.starts_with("take_gil."))
+    })
 }

@@ -116,15 +116,20 @@ pub struct FutexWord {
     pub value: u32,
     /// `sem_t` waiter count (high 32 bits at uaddr).
     pub high: u32,
-    /// `pthread_mutex_t.__owner` (i32 at uaddr+8), a TID in the target's PID namespace.
+    /// `pthread_mutex_t.__owner` (i32 at uaddr+8; glibc sets it for every mutex kind). For a
+    /// target in another PID namespace it is translated to mphang's TIDs when the owner is a
+    /// thread of the tree.
     pub owner_tid: i32,
 }
 
 impl Futex {
-    /// A glibc pthread mutex wait (`__lll_lock_wait`): op 0x80/0x00 with val 2, or LOCK_PI.
+    /// A glibc pthread mutex wait: `__lll_lock_wait` (op 0x80/0x00, val 2), a robust mutex
+    /// (val = owner TID | 0x80000000), or LOCK_PI.
     pub fn is_mutex(&self) -> bool {
         let cmd = self.op & 0x7f;
-        (cmd == 0 && self.val == 2) || cmd == 6
+        // normal/recursive/pshared: WAIT with val 2; robust: WAIT with the owner TID and the
+        // waiters bit as val; PI: LOCK_PI / LOCK_PI2.
+        (cmd == 0 && (self.val == 2 || self.val & 0x8000_0000 != 0)) || cmd == 6 || cmd == 13
     }
 }
 

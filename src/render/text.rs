@@ -288,7 +288,7 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
                 t.display_name(),
                 v.line
             )?;
-            stack(p, &pad, t, out)?;
+            stack(p, &pad, t, &v.stack, out)?;
         }
     }
     Ok(())
@@ -300,9 +300,10 @@ fn stack(
     p: &Paint,
     pad: &str,
     t: &crate::model::ThreadSnap,
+    merged: &[crate::model::merge::MergedFrame],
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    use crate::collect::native::merge::{merge, MergedFrame};
+    use crate::model::merge::MergedFrame;
     let py_frames: &[crate::model::PyFrame] =
         t.py.as_ref().map(|py| py.frames.as_slice()).unwrap_or(&[]);
     let user = t.py.as_ref().and_then(|py| py.user_frame()).cloned();
@@ -328,10 +329,10 @@ fn stack(
                 writeln!(out, "{pad}        {}", p.dim(&text))
             }
         };
-    match &t.native {
-        Some(native) if !native.is_empty() => {
+    match merged {
+        [_, ..] => {
             let mut py_index = 0;
-            for m in merge(py_frames, native) {
+            for m in merged.iter().cloned() {
                 match m {
                     MergedFrame::Python(f) => {
                         python_line(py_index, &f, out)?;
@@ -357,7 +358,7 @@ fn stack(
                 }
             }
         }
-        _ => {
+        [] => {
             for (i, f) in py_frames.iter().enumerate() {
                 python_line(i, f, out)?;
             }

@@ -121,6 +121,27 @@ fn extra_checks(fixture: &str, ready: &Ready, r: &Report, ctx: &str) {
                 "{ctx}: worker thread in cycle"
             );
         }
+        "gil_held_while_blocked" => {
+            let t = ready.pid("worker_tid").unwrap_or(0);
+            let f = &r.findings[0];
+            assert!(
+                f.threads.iter().any(|x| x.tid.0 == t),
+                "{ctx}: GIL waiter named"
+            );
+            assert!(
+                f.evidence.iter().any(|e| e.contains("owns the GIL")),
+                "{ctx}"
+            );
+            let main = r
+                .snapshot
+                .process(pid("parent"))
+                .and_then(|p| p.main_thread())
+                .expect("main");
+            assert!(
+                main.py.as_ref().is_some_and(|p| p.owns_gil),
+                "{ctx}: py-spy sees the holder"
+            );
+        }
         "thread_blocks_exit" => {
             let t = ready.pid("thread_tid").unwrap_or(0);
             assert!(
@@ -363,6 +384,13 @@ hang_case!(
     finalizer_deadlock,
     "finalizer_deadlock",
     "finalizer_deadlock",
+    Culprit::Mark("CULPRIT"),
+    ["parent"]
+);
+hang_case!(
+    gil_held_while_blocked,
+    "gil_held_while_blocked",
+    "gil_held_while_blocked",
     Culprit::Mark("CULPRIT"),
     ["parent"]
 );

@@ -123,6 +123,11 @@ replay!(
     ["finalizer_deadlock"]
 );
 replay!(replay_busy_loop, "busy_loop", ["busy_loop"]);
+replay!(
+    replay_gil_held_while_blocked,
+    "gil_held_while_blocked",
+    ["gil_held_while_blocked"]
+);
 replay!(replay_pool_idle, "pool_idle", []);
 replay!(replay_many_fds, "many_fds", []);
 replay!(replay_non_python_child, "non_python_child", []);

@@ -415,6 +415,7 @@ fn the_stack_keeps_the_user_frame_in_sight_and_scrolls() {
                     function: format!("helper_{i}"),
                     file: "/usr/lib/python3.11/site.py".into(),
                     line: i,
+                    entry: false,
                 },
             );
         }

@@ -8,6 +8,7 @@ mod busy_loop;
 mod finalizer_deadlock;
 mod fork_inherited_lock;
 mod generic;
+mod gil_held_while_blocked;
 mod ipc_cycle;
 mod join_before_drain;
 mod lock_order_cycle;
@@ -43,6 +44,10 @@ pub struct Detector {
 
 /// All detectors, most specific first.
 pub static DETECTORS: &[Detector] = &[
+    Detector {
+        id: "gil_held_while_blocked",
+        detect: gil_held_while_blocked::detect,
+    },
     Detector {
         id: "lock_order_cycle",
         detect: lock_order_cycle::detect,

@@ -133,11 +133,7 @@ pub fn tid_of_pthread(pid: Pid, pthread: u64) -> Option<Tid> {
 /// True when the thread is waiting to take the GIL (a `take_gil` frame, as pystack and
 /// CPython's gdb helpers decide). Such a wait is CPU contention, not a deadlock.
 pub fn waits_for_gil(frames: &[NativeFrame]) -> bool {
-    frames.iter().any(|f| {
-        f.function
-            .as_deref()
-            .is_some_and(|n| n == "take_gil" || n.starts_with("take_gil."))
-    })
+    crate::model::waits_for_gil(frames)
 }
 
 #[cfg(test)]

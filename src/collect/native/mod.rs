@@ -14,16 +14,15 @@
 pub mod elf;
 pub mod locks;
 pub mod maps;
-pub mod merge;
 pub mod ptrace;
 pub mod symbols;
 pub mod unwind;
 
+pub use crate::model::merge::{self, merge, merge_with_entries, MergedFrame};
 pub use locks::{
     mutex_owner, mutex_owner_of, ns_tid_map, read_futex_word, tid_of_pthread, waits_for_gil,
     MutexKind, MutexOwner,
 };
-pub use merge::{merge, merge_with_entries, MergedFrame};
 
 use crate::model::{DiagKind, Diagnostic, NativeFrame, Pid, Stage, Tid};
 use elf::ElfFile;

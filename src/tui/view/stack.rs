@@ -2,7 +2,7 @@
 //! native sampling ran), innermost first, with the innermost user-code frame highlighted.
 
 use super::pane;
-use crate::collect::native::merge::{merge, MergedFrame};
+use crate::model::merge::{merge_with_entries, MergedFrame};
 use crate::model::{NativeFrame, PyFrame, ThreadSnap};
 use crate::tui::app::App;
 use ratatui::layout::Rect;
@@ -24,9 +24,9 @@ pub enum StackLine {
     Note(String),
 }
 
-/// The stack of a thread, innermost first, merged the way the text report merges it
-/// ([`merge`]: Python frames in place of the interpreter's eval loop, libc and extension frames
-/// kept) when native frames exist, else the Python frames alone. The innermost user frame among
+/// The stack of a thread, innermost first, merged the way the analysis merges it
+/// ([`merge_with_entries`]: Python frames in place of the interpreter's eval loop, libc and
+/// extension frames kept) when native frames exist, else the Python frames alone. The innermost user frame among
 /// the frames this process runs itself is marked; frames below multiprocessing's `_bootstrap`
 /// were copied from the parent at fork and are shown as such.
 ///
@@ -59,7 +59,8 @@ pub fn merged(t: &ThreadSnap, native: Option<&[NativeFrame]>) -> Vec<StackLine> 
     };
     match t.native.as_deref().or(native) {
         Some(native) if !native.is_empty() => {
-            for m in merge(py_frames, native) {
+            let entries: Vec<bool> = py_frames.iter().map(|f| f.entry).collect();
+            for m in merge_with_entries(py_frames, &entries, native) {
                 match m {
                     MergedFrame::Python(f) => python(&f, &mut out),
                     MergedFrame::Native(n) => out.push(native_line(&n)),

@@ -243,6 +243,7 @@ fn check_merge_against_py_spy(python: &str) {
             function: f.name.clone(),
             file: f.filename.clone(),
             line: f.line,
+            entry: f.is_entry || f.is_shim_entry,
         })
         .collect();
     let entries: Vec<bool> = trace

@@ -27,6 +27,9 @@ fn frames(list: &[(&str, &str, i32)]) -> Vec<PyFrame> {
             function: function.to_string(),
             file: file.replace("$LIB", LIB).replace("$USER", USER),
             line: *line,
+            // Entered from C: the outermost frame of each eval loop (thread bootstrap, and
+            // `Thread.run`, called through `_PyFunction_Vectorcall` in the feeder's native stack).
+            entry: matches!(*function, "_bootstrap" | "run"),
         })
         .collect()
 }
@@ -266,6 +269,7 @@ fn verdict(
         providers,
         line: line.into(),
         housekeeping: false,
+        stack: Vec::new(),
     }
 }
 

@@ -3,10 +3,12 @@
 //! interpreter-internal frames are dropped unless they say something about waiting (locks,
 //! sleeps, the GIL), and frames of libc and extension modules are kept. Pure: no IO.
 
-use crate::model::{NativeFrame, PyFrame};
+use super::{NativeFrame, PyFrame};
 
-/// One frame of a merged stack (innermost first).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One frame of a merged stack (innermost first). JSON: `{"python": {...}}` or
+/// `{"native": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MergedFrame {
     /// A Python frame, in place of the eval-loop frame that runs it.
     Python(PyFrame),
@@ -119,7 +121,7 @@ enum Item {
 }
 
 /// Merges `py` (innermost first, from py-spy) into `native` (innermost first, from
-/// [`super::sample`]). Without py-spy's `is_entry` flags the split of Python frames over eval
+/// the native sampler (`collect::native::sample`)). Without py-spy's `is_entry` flags the split of Python frames over eval
 /// runs is a heuristic: with as many runs as Python frames (3.8–3.10) it is one to one; with
 /// fewer (3.11+, where Python-to-Python calls stay in one eval loop) each inner run takes one
 /// frame and the outermost run takes the rest. Use [`merge_with_entries`] when the flags are
@@ -258,6 +260,7 @@ mod tests {
             function: function.into(),
             file: "/app/x.py".into(),
             line: 1,
+            entry: false,
         }
     }
     const LP: &str = "libpython3.11.so.1.0";
