@@ -1,53 +1,66 @@
 #!/usr/bin/env python3
-"""Benchmark: `mphang report --json` against `py-spy dump --subprocesses` on hung trees.
+"""Benchmark: mphang against py-spy and pystack on hung trees of 1 to 64 processes.
 
-Usage: scripts/bench.py [--python PY] [--sizes 1,8,32,64] [--runs 7] [--mphang BIN] [--pyspy BIN]
-Builds nothing: pass a release binary (cargo build --release). Installs py-spy into
-.bench-venv with pip if no --pyspy is given. Prints a markdown table of medians.
+Usage: scripts/bench.py [--python PY] [--sizes 1,8,32,64] [--runs 5] [--mphang BIN]
+Build first: cargo build --release. py-spy and pystack are pip-installed into .bench-venv.
+Prints a markdown table of medians (ms) for, in the same run on the same tree:
+  mphang report --json --samples 1 --nonblocking   (the /proc + Python snapshot, nothing stopped)
+  mphang report --json --samples 1                 (plus native stacks; longest stop per thread)
+  py-spy dump --pid ROOT --subprocesses [--native]
+  pystack remote --native PID, once per process of the tree (it has no subprocess mode)
+and mphang's peak RSS (/usr/bin/time). Trees come from scripts/bench_tree.py.
 """
 import argparse, json, os, shutil, signal, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIME = "/usr/bin/time"
 
 
 def timed(cmd):
-    """Runs cmd, returns (seconds, peak RSS in MiB, exit code, stdout)."""
+    """Runs cmd; returns (ms, peak RSS MiB or None, stdout)."""
+    use_time = os.path.exists(TIME)
+    full = [TIME, "-f", "%M", "-o", "/tmp/mphang-bench-rss"] + cmd if use_time else cmd
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
-    return dt, ru.ru_maxrss / 1024.0, p.returncode, out
+    out = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+    ms = (time.perf_counter() - t0) * 1000
+    rss = None
+    if use_time:
+        try:
+            rss = int(open("/tmp/mphang-bench-rss").read().split()[-1]) / 1024.0
+        except (OSError, ValueError, IndexError):
+            pass
+    return ms, rss, out
 
 
-def pyspy_bin(args):
-    if args.pyspy:
-        return args.pyspy
+def venv_tools():
     venv = os.path.join(ROOT, ".bench-venv")
-    exe = os.path.join(venv, "bin", "py-spy")
-    if not os.path.exists(exe):
+    bin_ = os.path.join(venv, "bin")
+    if not os.path.exists(os.path.join(bin_, "pystack")):
         subprocess.check_call([sys.executable, "-m", "venv", venv])
-        subprocess.check_call([os.path.join(venv, "bin", "pip"), "install", "-q", "py-spy"])
-    return exe
+        subprocess.check_call([os.path.join(bin_, "pip"), "install", "-q", "py-spy", "pystack"])
+    return os.path.join(bin_, "py-spy"), os.path.join(bin_, "pystack")
+
+
+def version(cmd):
+    return subprocess.run(cmd + ["--version"], capture_output=True, text=True).stdout.strip()
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=shutil.which("python3"))
     ap.add_argument("--sizes", default="1,8,32,64")
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/release/mphang"))
-    ap.add_argument("--pyspy")
     a = ap.parse_args()
-    pyspy = pyspy_bin(a)
-    ver = subprocess.run([a.python, "-c", "import platform;print(platform.python_version())"],
-                         capture_output=True, text=True).stdout.strip()
-    print("python %s, %s, py-spy %s" % (ver, subprocess.run([a.mphang, "--version"], capture_output=True, text=True).stdout.strip(),
-                                        subprocess.run([pyspy, "--version"], capture_output=True, text=True).stdout.strip()))
+    pyspy, pystack = venv_tools()
+    pyver = subprocess.run([a.python, "-c", "import platform;print(platform.python_version())"],
+                           capture_output=True, text=True).stdout.strip()
+    print("%s; %s; %s; pystack %s; CPython %s; %s" % (
+        time.strftime("%Y-%m-%d"), version([a.mphang]), version([pyspy]), version([pystack]),
+        pyver, open("/proc/loadavg").read().split()[0] + " load"))
     print()
-    print("| processes | mphang snapshot (1 look) ms | mphang collect_ms | mphang peak MiB | py-spy dump --subprocesses ms | py-spy peak MiB | mphang report (2 looks) ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| processes | mphang nonblocking | mphang native | longest stop µs | mphang peak MiB | py-spy dump | py-spy dump --native | pystack --native (all pids) |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         ready = "/tmp/mphang-bench-ready-%d.json" % os.getpid()
@@ -58,28 +71,34 @@ def main():
         try:
             while not os.path.exists(ready):
                 time.sleep(0.01)
-            root = json.load(open(ready))["root"]
-            m, mm, cm, ps, pm, full = [], [], [], [], [], []
+            info = json.load(open(ready))
+            root, pids = info["root"], [info["root"]] + info["pids"]
+            col = {k: [] for k in ("nb", "nat", "stop", "rss", "ps", "psn", "pst")}
             for _ in range(a.runs):
-                dt, rss, code, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1"])
-                m.append(dt * 1000); mm.append(rss)
-                cm.append(json.loads(out)["snapshot"]["collect_ms"])
-                nprocs = len(json.loads(out)["snapshot"]["processes"])
-                dt, rss, code, out = timed([pyspy, "dump", "--pid", str(root), "--subprocesses"])
-                ps.append(dt * 1000); pm.append(rss)
-            dt, _, _, _ = timed([a.mphang, "report", str(root), "--json"])
-            full.append(dt * 1000)
+                ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1", "--nonblocking"])
+                col["nb"].append(ms); col["rss"].append(rss or 0)
+                seen = len(json.loads(out)["snapshot"]["processes"])
+                ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1"])
+                col["nat"].append(ms); col["rss"].append(rss or 0)
+                col["stop"].append(json.loads(out)["snapshot"].get("max_stop_us") or 0)
+                col["ps"].append(timed([pyspy, "dump", "--pid", str(root), "--subprocesses"])[0])
+                col["psn"].append(timed([pyspy, "dump", "--pid", str(root), "--subprocesses", "--native"])[0])
+            for _ in range(max(1, a.runs // 2)):
+                col["pst"].append(sum(timed([pystack, "remote", "--native", str(p)])[0] for p in pids))
             med = statistics.median
-            print("| %d (%d seen) | %.1f | %.0f | %.1f | %.1f | %.1f | %.0f |" % (
-                n, nprocs, med(m), med(cm), max(mm), med(ps), max(pm), med(full)))
-            rows.append((n, med(m), med(ps)))
+            print("| %d (%d seen) | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.0f |" % (
+                n, seen, med(col["nb"]), med(col["nat"]), max(col["stop"]), max(col["rss"]),
+                med(col["ps"]), med(col["psn"]), med(col["pst"])))
+            rows.append((n, med(col["nb"]), med(col["nat"]), med(col["ps"]), med(col["psn"])))
         finally:
             os.killpg(tree.pid, signal.SIGKILL)
             tree.wait()
     if len(rows) >= 2:
-        (n0, m0, p0), (n1, m1, p1) = rows[0], rows[-1]
+        (n0, a0, b0, c0, d0), (n1, a1, b1, c1, d1) = rows[0], rows[-1]
+        k = float(n1 - n0)
         print()
-        print("per extra process: mphang %.2f ms, py-spy %.2f ms" % ((m1 - m0) / (n1 - n0), (p1 - p0) / (n1 - n0)))
+        print("per extra process (ms): mphang nonblocking %.2f, mphang native %.2f, py-spy %.2f, py-spy --native %.2f"
+              % ((a1 - a0) / k, (b1 - b0) / k, (c1 - c0) / k, (d1 - d0) / k))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ pub fn build(idx: &Index<'_>) -> Graph {
             }
             // GIL waiters wake every 5 ms and accrue CPU ticks: never evidence of progress.
             if !hk && !zombie && !seeds.contains_key(&r) && b != BlockedOn::Gil {
-                if let Some(why) = moved(t) {
+                if let Some(why) = moved(t, snap.max_stop_us.is_some()) {
                     seeds.insert(r, why);
                 } else if let Some(ino) = pipe_of(&b).filter(|i| moved_pipes.contains(i)) {
                     seeds.insert(r, format!("pipe:[{ino}] changed fill between looks"));
@@ -136,8 +136,11 @@ fn pipe_of(b: &BlockedOn) -> Option<Inode> {
     }
 }
 
-/// Evidence that a thread moved between looks: CPU time, state or syscall changed.
-fn moved(t: &crate::model::ThreadSnap) -> Option<String> {
+/// Evidence that a thread moved between looks: CPU time, state or syscall changed. When mphang
+/// stopped threads for native stacks, the kernel restarting the interrupted syscall may be
+/// charged one tick: one tick of slack then.
+fn moved(t: &crate::model::ThreadSnap, stopped: bool) -> Option<String> {
+    let slack = u64::from(stopped);
     let first = match &t.syscall {
         SyscallState::Blocked(s) => Some((s.nr, s.args[0], s.args[1], s.args[2])),
         _ => None,
@@ -146,7 +149,7 @@ fn moved(t: &crate::model::ThreadSnap) -> Option<String> {
         if !l.alive {
             return Some(format!("exited within {} ms", l.after_ms));
         }
-        if l.cpu_ticks != t.cpu_ticks {
+        if l.cpu_ticks > t.cpu_ticks + slack || l.cpu_ticks < t.cpu_ticks {
             return Some(format!(
                 "used {} CPU ticks within {} ms",
                 l.cpu_ticks.saturating_sub(t.cpu_ticks),
