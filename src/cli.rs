@@ -77,6 +77,9 @@ pub struct AttachArgs {
     /// Refresh period.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Never stop a thread: no native stacks (Python stacks and /proc state only).
+    #[arg(long)]
+    pub nonblocking: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,9 +4,9 @@
 //! sampler so that no collection is in flight when it returns.
 
 use crate::cli::AttachArgs;
-use crate::collect::{collect, CollectOptions};
+use crate::collect::{collect, quick_changed, CollectOptions};
 use crate::error::{Error, Result};
-use crate::model::Pid;
+use crate::model::{Pid, Snapshot};
 use crate::render::Report;
 use crate::tui::app::{Action, App};
 use crate::tui::event::{spawn_input_thread, spawn_sampler_thread, spawn_signal_thread};
@@ -20,15 +20,43 @@ use std::sync::{mpsc, Arc};
 /// keeps showing a thread's last native stack while the thread stays where it was.
 pub const NATIVE_EVERY: u64 = 10;
 
+/// A full collection at least every `FULL_EVERY` looks; in between, a refresh whose quick
+/// look ([`crate::collect::quick_changed`]) sees no change reuses the last snapshot.
+pub const FULL_EVERY: u64 = 30;
+
 /// Options of refresh number `look` (0 = the first): one look each (successive refreshes are
-/// compared by the view itself), native stacks every [`NATIVE_EVERY`] looks.
-pub fn refresh_options(look: u64) -> CollectOptions {
+/// compared by the view itself), native stacks every [`NATIVE_EVERY`] looks unless
+/// `nonblocking`.
+pub fn refresh_options(look: u64, nonblocking: bool) -> CollectOptions {
     let default = CollectOptions::default();
     CollectOptions {
         looks: 1,
-        native: default.native && look % NATIVE_EVERY == 0,
+        native: !nonblocking && default.native && look % NATIVE_EVERY == 0,
         ..default
     }
+}
+
+/// One refresh: a full collection, or the last snapshot again (with a new timestamp) when a
+/// quick look shows that nothing in the tree moved.
+fn refresh(
+    pid: Pid,
+    look: u64,
+    nonblocking: bool,
+    last: &mut Option<Snapshot>,
+) -> Result<Snapshot> {
+    if look % FULL_EVERY != 0 {
+        if let Some(prev) = last.as_ref().filter(|p| !quick_changed(p)) {
+            let mut same = prev.clone();
+            same.taken_at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(prev.taken_at_ms);
+            return Ok(same);
+        }
+    }
+    let snap = collect(pid, &refresh_options(look, nonblocking))?;
+    *last = Some(snap.clone());
+    Ok(snap)
 }
 
 pub fn run(args: &AttachArgs) -> Result<i32> {
@@ -43,7 +71,9 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     // Before any other thread starts (the collector's too), so that all of them inherit the
     // blocked signals; a Ctrl-C during the first look then quits as soon as the view is up.
     spawn_signal_thread(tx.clone())?;
-    let first = collect(pid, &refresh_options(0))?;
+    let nonblocking = args.nonblocking;
+    let mut last = None;
+    let first = refresh(pid, 0, nonblocking, &mut last)?;
     let save_dir = std::env::current_dir().map_err(|source| Error::Io {
         context: "reading the current directory".into(),
         source,
@@ -59,7 +89,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let sampler = spawn_sampler_thread(
         move || {
             look += 1;
-            collect(pid, &refresh_options(look))
+            refresh(pid, look, nonblocking, &mut last)
         },
         tx,
         Arc::clone(&stop),

@@ -85,6 +85,7 @@ where
     F: FnMut() -> Result<Snapshot> + Send + 'static,
 {
     let mut spent = Duration::ZERO;
+    let mut last: Option<Report> = None;
     std::thread::spawn(move || loop {
         // A slow collection eats into the interval instead of adding to it.
         if !sleep_unless_stopped(interval.saturating_sub(spent), &stop) {
@@ -97,7 +98,29 @@ where
         let started = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut collect));
         let ev = match outcome {
-            Ok(Ok(snap)) => Event::Report(Box::new(Report::analyze(snap))),
+            Ok(Ok(mut snap)) => {
+                // A refresh that found nothing moved returns the same snapshot: reuse its
+                // analysis instead of redoing it every second.
+                let taken = snap.taken_at_ms;
+                let report = match last.as_ref() {
+                    Some(prev)
+                        if {
+                            snap.taken_at_ms = prev.snapshot.taken_at_ms;
+                            snap == prev.snapshot
+                        } =>
+                    {
+                        let mut r = prev.clone();
+                        r.snapshot.taken_at_ms = taken;
+                        r
+                    }
+                    _ => {
+                        snap.taken_at_ms = taken;
+                        Report::analyze(snap)
+                    }
+                };
+                last = Some(report.clone());
+                Event::Report(Box::new(report))
+            }
             Ok(Err(Error::NoSuchProcess(pid))) => {
                 let _ = tx.send(Event::TargetGone(format!("process {pid} has exited")));
                 return;

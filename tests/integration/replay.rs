@@ -148,6 +148,25 @@ fn feeder(s: &mut Snapshot) -> &mut mphang::model::ThreadSnap {
         .expect("feeder thread")
 }
 
+/// A parent joining the first of eight children that each filled a queue: one finding, every
+/// process in it (the other children only wait on the parent), no spurious cycle among the
+/// children although each inherited the others' queue pipes.
+#[test]
+fn many_children_of_one_join_are_one_finding() {
+    let s = load("join_before_drain_8_children");
+    let a = analyze(&s);
+    assert_eq!(
+        a.findings.len(),
+        1,
+        "{:#?}",
+        a.findings.iter().map(|f| &f.pattern).collect::<Vec<_>>()
+    );
+    assert_eq!(a.findings[0].pattern, "join_before_drain");
+    let mut pids = a.findings[0].pids.clone();
+    pids.dedup();
+    assert_eq!(pids.len(), s.processes.len());
+}
+
 #[test]
 fn cpu_seen_between_looks_vetoes_the_verdict() {
     let mut s = load("join_before_drain");

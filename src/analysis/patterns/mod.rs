@@ -1,8 +1,9 @@
 //! Named patterns: each detector explains a stuck subgraph in the user's terms.
 //!
 //! Detectors run in the order of [`DETECTORS`], most specific first; a thread explained by one
-//! finding is not explained again. Stuck threads that only depend on explained ones are attached
-//! to that finding; what is left becomes a generic `deadlock` (a cycle) or `stuck` (a dead end).
+//! finding is not explained again. After each detector, stuck threads that depend on explained
+//! ones are attached to that finding; what is left at the end becomes a generic `deadlock` (a
+//! cycle) or `stuck` (a dead end).
 
 mod busy_loop;
 mod finalizer_deadlock;
@@ -120,10 +121,12 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
             ctx.explained.extend(f.threads.iter().copied());
             findings.push(f);
         }
-    }
-    attach_dependents(&ctx, &mut findings);
-    for f in &findings {
-        ctx.explained.extend(f.threads.iter().copied());
+        // Threads that only wait on what this detector explained belong to its findings, so
+        // that a later, less specific detector does not explain them again.
+        attach_dependents(&ctx, &mut findings);
+        for f in &findings {
+            ctx.explained.extend(f.threads.iter().copied());
+        }
     }
     findings.extend(generic::detect(&ctx));
     for f in &mut findings {

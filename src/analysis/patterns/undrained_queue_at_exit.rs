@@ -35,6 +35,16 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         if ctx.explained.contains(&f) {
             continue;
         }
+        // Only when no other live process holds the read end: otherwise that process could
+        // read, and this one is a dependent of whatever keeps it from reading.
+        if ctx
+            .idx
+            .pipe_holders(inode)
+            .iter()
+            .any(|h| h.read && h.pid != m.pid)
+        {
+            continue;
+        }
         let readers: Vec<String> = ctx
             .idx
             .pipe_holders(inode)
