@@ -208,10 +208,27 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             }
             None => format!("lock pthread mutex at {uaddr:#x} (owner unknown)"),
         },
-        BlockedOn::ThreadLock { uaddr } => format!(
-            "wait on a threading lock or condition at {uaddr:#x}{} (only this process's threads can release it)",
-            py_top(idx, me)
-        ),
+        BlockedOn::ThreadLock { uaddr } => match idx.lock_object(me) {
+            Some(l) if l.owner != 0 => match l.owner_tid {
+                Some(t) => format!(
+                    "acquire an RLock at {:#x}{}; held by thread {t} (count {})",
+                    l.object,
+                    py_top(idx, me),
+                    l.count
+                ),
+                None => format!(
+                    "acquire an RLock at {:#x}{}; its owner (pthread {:#x}, count {}) is not a thread of this process",
+                    l.object,
+                    py_top(idx, me),
+                    l.owner,
+                    l.count
+                ),
+            },
+            _ => format!(
+                "wait on a threading lock or condition at {uaddr:#x}{} (only this process's threads can release it)",
+                py_top(idx, me)
+            ),
+        },
         BlockedOn::ParkingLot { key, .. } => format!(
             "parked on {key:#x}{} (3.13 parking lot; only this process's threads can wake it)",
             py_top(idx, me)

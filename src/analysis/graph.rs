@@ -273,9 +273,22 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
             }
             _ => Need::Providers(threads_except(idx, me.pid, me)),
         },
-        BlockedOn::ThreadLock { .. } | BlockedOn::ParkingLot { .. } => {
-            Need::Providers(threads_except(idx, me.pid, me))
-        }
+        BlockedOn::ThreadLock { .. } => match idx.lock_object(me) {
+            // An owned RLock: only its owner can release it; none when the owner is not a
+            // thread of this process (inherited across fork, or its thread is gone).
+            Some(l) if l.owner != 0 => Need::Providers(
+                l.owner_tid
+                    .map(|t| ThreadRef {
+                        pid: me.pid,
+                        tid: Tid(t),
+                    })
+                    .filter(|o| *o != me && idx.thread(*o).is_some())
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => Need::Providers(threads_except(idx, me.pid, me)),
+        },
+        BlockedOn::ParkingLot { .. } => Need::Providers(threads_except(idx, me.pid, me)),
         BlockedOn::Child { pid } => {
             let kids: Vec<Pid> = match pid {
                 Some(c) => vec![*c],

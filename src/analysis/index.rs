@@ -91,6 +91,18 @@ impl<'a> Index<'a> {
         self.children.get(&pid).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// The `threading` lock object a thread waits for, when the collector found it.
+    pub fn lock_object(&self, r: ThreadRef) -> Option<&'a crate::model::LockObject> {
+        let (_, t) = self.thread(r)?;
+        match &t.syscall {
+            crate::model::SyscallState::Blocked(s) => match &s.decoded {
+                crate::model::Decoded::Futex(f) => f.lock.as_ref(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Every thread of `pid` as a [`ThreadRef`].
     pub fn threads_of(&self, pid: Pid) -> Vec<ThreadRef> {
         self.process(pid)

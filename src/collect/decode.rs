@@ -182,6 +182,7 @@ fn futex(ctx: &DecodeCtx<'_>, a: &[u64; 6], sp: u64, restarted: bool) -> Decoded
         timed: restarted || a[3] != 0,
         region,
         word,
+        lock: None,
     })
 }
 

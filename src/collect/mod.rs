@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod fds;
+pub mod locks;
 pub mod memory;
 pub mod native;
 pub mod perms;
@@ -200,6 +201,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         add_python(&mut procs, n);
     }
     phase("python");
+    add_lock_owners(&mut procs);
     let max_stop_us = if opts.native {
         let m = add_native(&mut procs);
         phase("native");
@@ -917,4 +919,62 @@ pub fn quick_changed(prev: &Snapshot) -> bool {
         }
     }
     false
+}
+
+/// For threads acquiring a `threading` lock directly (not waiting in a Condition, Event or
+/// join), find the lock object and, for an RLock, its owner. One bounded scan per process.
+fn add_lock_owners(procs: &mut [Raw]) {
+    for r in procs.iter_mut() {
+        let mut uaddrs = Vec::new();
+        for t in &r.snap.threads {
+            let SyscallState::Blocked(s) = &t.syscall else {
+                continue;
+            };
+            let crate::model::Decoded::Futex(f) = &s.decoded else {
+                continue;
+            };
+            let direct =
+                t.py.as_ref()
+                    .and_then(|p| p.frames.first())
+                    .is_some_and(|f| {
+                        !f.file.ends_with("threading.py") && !f.file.ends_with("queue.py")
+                    });
+            if direct
+                && !f.shared
+                && !f.timed
+                && !f.is_mutex()
+                && f.region == FutexRegion::Heap
+                && !uaddrs.contains(&f.uaddr)
+            {
+                uaddrs.push(f.uaddr);
+            }
+        }
+        if uaddrs.is_empty() {
+            continue;
+        }
+        let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
+        let mut found = locks::find(r.snap.pid.0, &r.maps, &uaddrs, &tids);
+        // An owner that is no thread here: which thread of the parent it names.
+        let ppid = r.snap.ppid.0;
+        let parent_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{ppid}/task"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for l in found.values_mut() {
+            if l.owner != 0 && l.owner_tid.is_none() {
+                l.owner_in_parent =
+                    python::tid_of_pthread(ppid, l.owner, &parent_tids).map(|t| (ppid, t));
+            }
+        }
+        for t in &mut r.snap.threads {
+            if let SyscallState::Blocked(s) = &mut t.syscall {
+                if let crate::model::Decoded::Futex(f) = &mut s.decoded {
+                    f.lock = found.get(&f.uaddr).cloned();
+                }
+            }
+        }
+    }
 }

@@ -17,7 +17,9 @@ pub use fd::{Access, FdEntry, FdKind, PipeSnap};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
 pub use process::{ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap};
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
-pub use syscall::{syscall_name, Decoded, Futex, FutexRegion, FutexWord, Syscall, SyscallState};
+pub use syscall::{
+    syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -4,6 +4,8 @@ use super::ids::{Pid, SemKey};
 use serde::{Deserialize, Serialize};
 
 /// The kernel-side activity of a thread at the moment it was read.
+// One per thread; boxing the syscall would only add an allocation per blocked thread.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyscallState {
@@ -90,6 +92,31 @@ pub struct Futex {
     /// What the memory at `uaddr` says, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub word: Option<FutexWord>,
+    /// The `threading` lock object behind the futex, when a thread acquires it directly and
+    /// the bounded memory scan found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockObject>,
+}
+
+/// A `_thread.lock` or `_thread.RLock` object found in the waiting process's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockObject {
+    /// `_thread.lock` (no owner is recorded) or `_thread.RLock`.
+    pub kind: String,
+    /// Address of the object.
+    pub object: u64,
+    /// RLock `rlock_owner`: the owner's `pthread_t` (0 when unowned or a plain lock).
+    pub owner: u64,
+    /// The owner's TID when its `struct pthread` names a live thread of this process; None
+    /// for an owner that does not exist here (e.g. a parent thread, after fork).
+    pub owner_tid: Option<i32>,
+    /// RLock `rlock_count`: how many times the owner acquired it.
+    pub count: u64,
+    /// When the owner is not a thread of this process: the `(pid, tid)` that `pthread_t` names
+    /// in the parent process (a fork child inherits the lock held by that thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_in_parent: Option<(i32, i32)>,
 }
 
 /// The mapping a futex word lies in; tells a SemLock from a thread lock from the GIL.

@@ -98,6 +98,18 @@ fn extra_checks(fixture: &str, ready: &Ready, r: &Report, ctx: &str) {
                 "{ctx}: owner TID in evidence: {ev}"
             );
         }
+        "fork_inherited_rlock" => {
+            let holder = ready.pid("holder_tid").unwrap_or(0);
+            let ev = r.findings[0].evidence.join("\n");
+            assert!(
+                ev.contains("rlock_count = 2"),
+                "{ctx}: RLock read from memory: {ev}"
+            );
+            assert!(
+                ev.contains(&format!("is thread {holder}")),
+                "{ctx}: holder in the parent: {ev}"
+            );
+        }
         "orphaned_lock" | "orphaned_lock_pool" => {
             assert!(
                 r.findings[0].evidence[0].contains("no live process holds it"),
@@ -285,6 +297,13 @@ hang_case!(
 hang_case!(
     fork_inherited_threading_lock,
     "fork_inherited_threading_lock",
+    "fork_inherited_lock",
+    Culprit::Mark("CULPRIT"),
+    ["child"]
+);
+hang_case!(
+    fork_inherited_rlock,
+    "fork_inherited_rlock",
     "fork_inherited_lock",
     Culprit::Mark("CULPRIT"),
     ["child"]

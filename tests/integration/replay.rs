@@ -74,6 +74,11 @@ replay!(
 );
 replay!(replay_orphaned_lock, "orphaned_lock", ["orphaned_lock"]);
 replay!(
+    replay_fork_inherited_rlock,
+    "fork_inherited_rlock",
+    ["fork_inherited_lock"]
+);
+replay!(
     replay_orphaned_lock_pool,
     "orphaned_lock_pool",
     ["orphaned_lock"]

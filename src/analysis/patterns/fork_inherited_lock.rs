@@ -51,6 +51,35 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 }
                 (ev, format!("pthread_mutex_lock at {uaddr:#x}; owner TID {o} is not a thread of this process"))
             }
+            Some(BlockedOn::ThreadLock { uaddr })
+                if ctx
+                    .idx
+                    .lock_object(t)
+                    .is_some_and(|l| l.owner != 0 && l.owner_tid.is_none()) =>
+            {
+                let l = ctx.idx.lock_object(t).cloned();
+                let in_parent = l.as_ref().and_then(|l| l.owner_in_parent);
+                let (owner, count, obj) = l.map(|l| (l.owner, l.count, l.object)).unwrap_or_default();
+                let mut ev_parent = Vec::new();
+                if let Some((pp, tid)) = in_parent {
+                    ev_parent.push(format!("in the parent {pp}, pthread {owner:#x} is thread {tid}: it held the RLock when the child was forked"));
+                }
+                (
+                    vec![
+                        format!(
+                            "threading.RLock at {obj:#x} (futex {uaddr:#x}): rlock_owner = pthread {owner:#x}, rlock_count = {count}"
+                        ),
+                        format!(
+                            "that pthread's TID reads 0 in {}: not a thread of this process (glibc clears the other threads' TIDs at fork)",
+                            t.pid
+                        ),
+                    ]
+                    .into_iter()
+                    .chain(ev_parent)
+                    .collect(),
+                    format!("acquire an RLock held since before fork by pthread {owner:#x}, not a thread of this process"),
+                )
+            }
             Some(BlockedOn::ThreadLock { uaddr } | BlockedOn::Mutex { uaddr, owner_tid: None })
                 if others.is_empty() && !joining =>
             {

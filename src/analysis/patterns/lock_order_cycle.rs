@@ -43,6 +43,14 @@ fn holders_of(ctx: &Ctx<'_>, t: ThreadRef) -> Option<Vec<ThreadRef>> {
             pid: t.pid,
             tid: crate::model::Tid(*o),
         }]),
+        BlockedOn::ThreadLock { .. } => {
+            let l = ctx.idx.lock_object(t)?;
+            let o = l.owner_tid.filter(|_| l.owner != 0)?;
+            Some(vec![ThreadRef {
+                pid: t.pid,
+                tid: crate::model::Tid(o),
+            }])
+        }
         _ => None,
     }
 }

@@ -204,6 +204,7 @@ mod tests {
                 high: 0,
                 owner_tid: 15499,
             }),
+            lock: None,
         };
         assert_eq!(mutex_owner_of(&f).map(|o| o.ns_tid), Some(15499));
         let robust = Futex {

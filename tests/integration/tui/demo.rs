@@ -145,6 +145,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
                 timed: false,
                 region: FutexRegion::Heap,
                 word: None,
+                lock: None,
             }),
         ),
         cpu_ticks: 2,
