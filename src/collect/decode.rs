@@ -187,9 +187,10 @@ fn futex(ctx: &DecodeCtx<'_>, a: &[u64; 6], sp: u64, restarted: bool) -> Decoded
 }
 
 fn futex_region(ctx: &DecodeCtx<'_>, uaddr: u64, sp: u64) -> FutexRegion {
-    let Some(m) = ctx.maps.iter().find(|m| m.contains(uaddr)) else {
+    let Some(i) = ctx.maps.iter().position(|m| m.contains(uaddr)) else {
         return FutexRegion::Other { path: None };
     };
+    let m = &ctx.maps[i];
     if m.is_semaphore() {
         return FutexRegion::SharedSem {
             key: SemKey(m.file_key()),
@@ -203,7 +204,14 @@ fn futex_region(ctx: &DecodeCtx<'_>, uaddr: u64, sp: u64) -> FutexRegion {
         return FutexRegion::OwnStack { key };
     }
     let p = m.path.as_str();
-    if p.contains("libpython") || ctx.exe.is_some_and(|e| e == p) {
+    let interpreter = |path: &str| path.contains("libpython") || ctx.exe.is_some_and(|e| e == path);
+    if interpreter(p) {
+        return FutexRegion::Interpreter;
+    }
+    // The anonymous tail right after libpython's (or the executable's) data is its .bss, where
+    // 3.8's _PyRuntime (and its GIL) lives.
+    if p.is_empty() && i > 0 && ctx.maps[i - 1].end == m.start && interpreter(&ctx.maps[i - 1].path)
+    {
         return FutexRegion::Interpreter;
     }
     if p.is_empty() || p == "[heap]" || p == "[stack]" {
