@@ -77,6 +77,21 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
         s.collect_ms
     )?;
     writeln!(out)?;
+    let denied: Vec<&crate::model::Diagnostic> = s
+        .diagnostics
+        .iter()
+        .filter(|d| d.kind == crate::model::DiagKind::PermissionDenied)
+        .collect();
+    if let Some(d) = denied.first() {
+        writeln!(
+            out,
+            "{} {} process(es) could be read only partly: {} (see NOTES and docs/permissions.md)",
+            p.yellow("PERMISSION:"),
+            denied.len(),
+            d.message
+        )?;
+        writeln!(out)?;
+    }
     if report.findings.is_empty() {
         let stuck = report
             .threads
