@@ -26,7 +26,8 @@ fn relative(file: &str, cwd: &Path) -> String {
         .unwrap_or_else(|_| file.to_string())
 }
 
-/// The `::error` lines: one per finding, or one for the timeout itself when nothing was named.
+/// The annotation lines: `::error` per hang finding, `::warning` per warning finding, or one
+/// `::error` for the timeout itself when nothing was named.
 pub fn annotations(report: &Report, why: &str, cwd: &Path) -> String {
     let mut out = String::new();
     for f in &report.findings {
@@ -39,9 +40,14 @@ pub fn annotations(report: &Report, why: &str, cwd: &Path) -> String {
             "title={}",
             escape_property(&format!("mphang {}", f.pattern))
         ));
+        // A proven hang is an error; a suspicion (e.g. busy_loop) a warning.
+        let level = match f.severity {
+            crate::analysis::Severity::Hang => "error",
+            crate::analysis::Severity::Warning => "warning",
+        };
         let _ = writeln!(
             out,
-            "::error {}::{}",
+            "::{level} {}::{}",
             props.join(","),
             escape_data(&f.summary)
         );
