@@ -5,7 +5,7 @@ Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] FIXTURE...
 Writes fixtures/snapshots/<fixture>.json. Paths under the repository are rewritten to
 /src/... so that rendering never reads the files (the output is the same on every machine).
 """
-import argparse, json, os, signal, subprocess, sys, time
+import argparse, contextlib, json, os, signal, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +33,32 @@ def gone(pid):
         return True
 
 
+@contextlib.contextmanager
+def hung(python, fixture):
+    """Starts fixtures/<fixture>.py in its own session, waits until its ready file's
+    expectations hold, yields its pid, and kills its process group afterwards."""
+    ready = "/tmp/mphang-record-%s.json" % fixture
+    if os.path.exists(ready):
+        os.unlink(ready)
+    p = subprocess.Popen([python, os.path.join(ROOT, "fixtures", fixture + ".py")],
+                         env=dict(os.environ, MPHANG_READY=ready), start_new_session=True,
+                         stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if os.path.exists(ready):
+                r = json.load(open(ready))
+                if all(met(*b) for b in r["blocked"]) and all(gone(g) for g in r["gone"]):
+                    break
+            time.sleep(0.01)
+        else:
+            sys.exit("%s: not ready" % fixture)
+        yield p.pid
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
@@ -40,32 +66,13 @@ def main():
     ap.add_argument("fixtures", nargs="+")
     a = ap.parse_args()
     for name in a.fixtures:
-        ready = "/tmp/mphang-record-%s.json" % name
-        if os.path.exists(ready):
-            os.unlink(ready)
-        p = subprocess.Popen([a.python, os.path.join(ROOT, "fixtures", name + ".py")],
-                             env=dict(os.environ, MPHANG_READY=ready), start_new_session=True,
-                             stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                if os.path.exists(ready):
-                    r = json.load(open(ready))
-                    if all(met(*b) for b in r["blocked"]) and all(gone(g) for g in r["gone"]):
-                        break
-                time.sleep(0.01)
-            else:
-                sys.exit("%s: not ready" % name)
+        with hung(a.python, name) as pid:
             out = os.path.join(ROOT, "fixtures", "snapshots", name + ".json")
-            subprocess.run([a.mphang, "report", str(p.pid), "--save", out, "--json"],
+            subprocess.run([a.mphang, "report", str(pid), "--save", out, "--json"],
                            stdout=subprocess.DEVNULL, check=False)
             text = open(out).read().replace(ROOT + "/", "/src/")
             open(out, "w").write(text)
             print("recorded", out)
-        finally:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
 
 if __name__ == "__main__":
     main()

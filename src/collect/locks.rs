@@ -9,45 +9,21 @@ use std::collections::HashMap;
 
 /// Anonymous memory one process scan may read.
 const SCAN_LIMIT: u64 = 64 << 20;
-const CHUNK: usize = 1 << 20;
 
 /// Finds the lock objects whose `lock_lock`/`rlock_lock` (at +16) is one of `uaddrs`.
 /// Layout (3.8–3.13.0): +8 ob_type, +16 sem_t*, RLock: +24 rlock_owner, +32 rlock_count.
 pub fn find(pid: i32, maps: &[MapEntry], uaddrs: &[u64], tids: &[i32]) -> HashMap<u64, LockObject> {
     let mut found = HashMap::new();
-    let mut budget = SCAN_LIMIT;
-    let mut buf = vec![0u8; CHUNK];
     let mut types: HashMap<u64, Option<String>> = HashMap::new();
-    for m in maps.iter().filter(|m| m.is_anonymous_rw()) {
-        let mut addr = m.start;
-        while addr < m.end && budget > 0 && found.len() < uaddrs.len() {
-            let len = ((m.end - addr) as usize).min(CHUNK);
-            let n = memory::read_into(pid, addr, &mut buf[..len]).unwrap_or(0);
-            if n == 0 {
-                break;
+    memory::scan_words(pid, maps, uaddrs, SCAN_LIMIT, |hit, v| {
+        if hit >= 16 {
+            if let Some(l) = check(pid, hit - 16, &mut types, tids) {
+                found.entry(v).or_insert(l);
             }
-            budget = budget.saturating_sub(n as u64);
-            let mut off = 0;
-            while off + 8 <= n {
-                if let Some(v) = memory::u64_at(&buf, off).filter(|v| uaddrs.contains(v)) {
-                    let obj = addr + off as u64 - 16;
-                    if let Some(l) = check(pid, obj, &mut types, tids) {
-                        found.entry(v).or_insert(l);
-                    }
-                }
-                off += 8;
-            }
-            addr += n as u64;
         }
-    }
+        found.len() < uaddrs.len()
+    });
     found
-}
-
-fn type_name(pid: i32, ob_type: u64) -> Option<String> {
-    let tp = memory::read(pid, ob_type + 24, 8).ok()?;
-    let name = memory::read(pid, memory::u64_at(&tp, 0)?, 32).ok()?;
-    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-    Some(std::str::from_utf8(&name[..end]).ok()?.to_string())
 }
 
 fn check(
@@ -60,7 +36,7 @@ fn check(
     let ob_type = memory::u64_at(&b, 8)?;
     let name = types
         .entry(ob_type)
-        .or_insert_with(|| type_name(pid, ob_type))
+        .or_insert_with(|| memory::type_name(pid, ob_type))
         .clone()?;
     match name.as_str() {
         "_thread.RLock" => {

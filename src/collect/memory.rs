@@ -1,5 +1,6 @@
 //! Reading target memory with `process_vm_readv` (needs ptrace-read rights; nothing is stopped).
 
+use super::procfs::MapEntry;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid as NixPid;
 use std::io::IoSliceMut;
@@ -42,4 +43,48 @@ pub fn i32_at(bytes: &[u8], off: usize) -> Option<i32> {
     Some(i32::from_le_bytes(
         bytes.get(off..off + 4)?.try_into().ok()?,
     ))
+}
+
+/// Reads the anonymous read-write memory of `pid` (heap and anonymous private mappings, where
+/// Python objects live) in 1 MiB chunks, at most `limit` bytes, and calls `hit(addr)` for every
+/// 8-aligned word equal to one of `values`. `hit` returns false to stop the scan.
+pub fn scan_words(
+    pid: i32,
+    maps: &[MapEntry],
+    values: &[u64],
+    limit: u64,
+    mut hit: impl FnMut(u64, u64) -> bool,
+) {
+    const CHUNK: usize = 1 << 20;
+    let mut budget = limit;
+    let mut buf = vec![0u8; CHUNK];
+    for m in maps.iter().filter(|m| m.is_anonymous_rw()) {
+        let mut addr = m.start;
+        while addr < m.end && budget > 0 {
+            let len = ((m.end - addr) as usize).min(CHUNK);
+            let n = read_into(pid, addr, &mut buf[..len]).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            budget = budget.saturating_sub(n as u64);
+            let mut off = 0;
+            while off + 8 <= n {
+                if let Some(v) = u64_at(&buf, off).filter(|v| values.contains(v)) {
+                    if !hit(addr + off as u64, v) {
+                        return;
+                    }
+                }
+                off += 8;
+            }
+            addr += n as u64;
+        }
+    }
+}
+
+/// `ob_type->tp_name` of a Python object type at `ob_type` (PyTypeObject+24).
+pub fn type_name(pid: i32, ob_type: u64) -> Option<String> {
+    let tp = read(pid, ob_type + 24, 8).ok()?;
+    let name = read(pid, u64_at(&tp, 0)?, 32).ok()?;
+    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    Some(std::str::from_utf8(&name[..end]).ok()?.to_string())
 }

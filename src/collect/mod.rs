@@ -252,7 +252,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         .collect();
     let semaphores = semaphores(&procs, &layouts, n);
     phase("semaphores");
-    assign_roles(&mut procs, root.0);
+    assign_roles(&mut procs, root.0, &layouts);
 
     let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
     let collect_ms = started.elapsed().as_millis() as u64;
@@ -623,11 +623,7 @@ fn semaphores(
     by_key.into_values().collect()
 }
 
-fn assign_roles(procs: &mut [Raw], root: i32) {
-    let layouts: HashMap<i32, Option<String>> = procs
-        .iter()
-        .map(|r| (r.snap.pid.0, layout_key(r)))
-        .collect();
+fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<String>>) {
     let cmd_has = |r: &Raw, s: &str| r.snap.cmdline.iter().any(|a| a.contains(s));
     let mut roles: HashMap<i32, Role> = HashMap::new();
     // Forkservers first: their children are told by parentage.
@@ -834,7 +830,16 @@ fn add_native(procs: &mut [Raw]) -> u64 {
             continue;
         }
         let tids: Vec<Tid> = r.snap.threads.iter().map(|t| t.tid).collect();
-        let sample = native::sample(r.snap.pid, &tids, &mut cache);
+        // The maps read moments ago by `read_process`: not read a second time.
+        let maps: Vec<native::maps::MapEntry> =
+            r.maps.iter().map(native::maps::MapEntry::from).collect();
+        let sample = native::sample_with_maps(
+            r.snap.pid,
+            &tids,
+            &maps,
+            &mut cache,
+            &native::SampleOptions::default(),
+        );
         max_stop = max_stop.max(sample.max_stop);
         for nt in sample.threads {
             if let Some(t) = r.snap.threads.iter_mut().find(|t| t.tid == nt.tid) {

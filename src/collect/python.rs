@@ -133,18 +133,23 @@ fn read_one(
 }
 
 /// `offsetof(struct pthread, tid)` in glibc 2.34–2.39 on x86_64 (field guide §3.4).
-const PTHREAD_TID_OFFSET: u64 = 720;
+pub const PTHREAD_TID_OFFSET: u64 = 720;
 
-/// Maps a `pthread_t` (= `threading.get_ident()`) to a TID by reading `struct pthread.tid`,
-/// accepted only if it names a live thread of the process. Needed before 3.11, whose thread
-/// state has no `native_thread_id`.
-pub fn tid_of_pthread(pid: i32, pthread: u64, tids: &[i32]) -> Option<i32> {
+/// The TID stored in the `struct pthread` at `pthread` (a `pthread_t`, = fs_base, =
+/// `threading.get_ident()`), in the target's PID namespace; 0 for a parent's thread seen in a
+/// fork child (glibc clears it at fork).
+pub fn pthread_tid(pid: i32, pthread: u64) -> Option<i32> {
     if pthread == 0 {
         return None;
     }
-    let b = memory::read(pid, pthread + PTHREAD_TID_OFFSET, 4).ok()?;
-    let tid = memory::i32_at(&b, 0)?;
-    tids.contains(&tid).then_some(tid)
+    let b = memory::read(pid, pthread.checked_add(PTHREAD_TID_OFFSET)?, 4).ok()?;
+    memory::i32_at(&b, 0)
+}
+
+/// Maps a `pthread_t` to a TID, accepted only if it names a live thread of the process
+/// (`tids`). Needed before 3.11, whose thread state has no `native_thread_id`.
+pub fn tid_of_pthread(pid: i32, pthread: u64, tids: &[i32]) -> Option<i32> {
+    pthread_tid(pid, pthread).filter(|tid| tids.contains(tid))
 }
 
 fn classify(msg: &str) -> (DiagKind, String) {

@@ -13,7 +13,6 @@ pub fn read_sem(pid: i32, start: u64) -> Option<(u32, u32)> {
 
 /// How much anonymous memory one process scan may read.
 const SCAN_LIMIT: u64 = 96 << 20;
-const CHUNK: usize = 1 << 20;
 
 /// Scans the anonymous read-write memory of `pid` for SemLock objects whose handle is `handle`
 /// (the address of this process's mapping of the semaphore). Layout, identical in 3.8–3.13:
@@ -25,33 +24,15 @@ pub fn scan_semlocks(
     tids: &[i32],
 ) -> Vec<(u64, SemLockSeen)> {
     let mut found = Vec::new();
-    let mut budget = SCAN_LIMIT;
-    let mut buf = vec![0u8; CHUNK];
     let mut type_ok: Option<u64> = None;
-    for m in maps.iter().filter(|m| m.is_anonymous_rw()) {
-        let mut addr = m.start;
-        while addr < m.end && budget > 0 {
-            let len = ((m.end - addr) as usize).min(CHUNK);
-            let n = memory::read_into(pid, addr, &mut buf[..len]).unwrap_or(0);
-            if n == 0 {
-                break;
+    memory::scan_words(pid, maps, &[handle], SCAN_LIMIT, |hit, _| {
+        if hit >= 16 {
+            if let Some(s) = check_object(pid, hit - 16, &mut type_ok, tids) {
+                found.push((hit - 16, s));
             }
-            budget = budget.saturating_sub(n as u64);
-            let mut off = 0;
-            while off + 8 <= n {
-                if memory::u64_at(&buf, off) == Some(handle) {
-                    let hit = addr + off as u64;
-                    if hit >= 16 {
-                        if let Some(s) = check_object(pid, hit - 16, &mut type_ok, tids) {
-                            found.push((hit - 16, s));
-                        }
-                    }
-                }
-                off += 8;
-            }
-            addr += n as u64;
         }
-    }
+        true
+    });
     found
 }
 
@@ -85,12 +66,7 @@ fn check_object(
     let b = memory::read(pid, obj, 48).ok()?;
     let ob_type = memory::u64_at(&b, 8)?;
     if *type_ok != Some(ob_type) {
-        let tp = memory::read(pid, ob_type + 24, 8).ok()?;
-        let name_ptr = memory::u64_at(&tp, 0)?;
-        let name = memory::read(pid, name_ptr, 32).ok()?;
-        let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-        let name = std::str::from_utf8(&name[..end]).ok()?;
-        if !name.ends_with("SemLock") {
+        if !memory::type_name(pid, ob_type)?.ends_with("SemLock") {
             return None;
         }
         *type_ok = Some(ob_type);

@@ -7,7 +7,7 @@ use crate::model::{Futex, NativeFrame, Pid, Tid};
 use std::collections::HashMap;
 
 /// glibc 2.36 x86_64 `offsetof(struct pthread, tid)` (`nptl/descr.h`; gdb `ptype /o`).
-pub const PTHREAD_TID_OFFSET: u64 = 720;
+pub use crate::collect::python::PTHREAD_TID_OFFSET;
 
 /// `FUTEX_TID_MASK`: the owner TID bits of a robust or PI futex word.
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
@@ -119,14 +119,7 @@ pub fn ns_tid_map(pid: Pid) -> HashMap<i32, Tid> {
 /// it through `NSpid`. `None` when the TCB says 0 (a parent's thread seen in a fork child) or the
 /// TID is not a live task of `pid`.
 pub fn tid_of_pthread(pid: Pid, pthread: u64) -> Option<Tid> {
-    if pthread == 0 {
-        return None;
-    }
-    let b = read_memory(pid, pthread.checked_add(PTHREAD_TID_OFFSET)?, 4).ok()?;
-    let ns_tid = i32::from_le_bytes(b.get(..4)?.try_into().ok()?);
-    if ns_tid <= 0 {
-        return None;
-    }
+    let ns_tid = crate::collect::python::pthread_tid(pid.0, pthread).filter(|t| *t > 0)?;
     ns_tid_map(pid).get(&ns_tid).copied()
 }
 

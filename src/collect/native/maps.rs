@@ -61,53 +61,38 @@ impl MapEntry {
     }
 }
 
-/// Parses the whole of `/proc/PID/maps`. Lines that do not parse are skipped.
+/// Parses the whole of `/proc/PID/maps` (with the collector's parser). Lines that do not parse
+/// are skipped.
 pub fn parse_maps(text: &str) -> Vec<MapEntry> {
-    text.lines().filter_map(parse_line).collect()
+    crate::collect::procfs::parse_maps(text)
+        .iter()
+        .map(MapEntry::from)
+        .collect()
 }
 
-fn parse_line(line: &str) -> Option<MapEntry> {
-    // start-end perms offset dev inode [path]; the path may contain spaces.
-    let mut rest = line;
-    let mut field = || -> Option<&str> {
-        let r = rest.trim_start();
-        let end = r.find(' ').unwrap_or(r.len());
-        let (f, tail) = r.split_at(end);
-        rest = tail;
-        if f.is_empty() {
-            None
-        } else {
-            Some(f)
+impl From<&crate::collect::procfs::MapEntry> for MapEntry {
+    fn from(m: &crate::collect::procfs::MapEntry) -> Self {
+        let perms = m.perms.as_bytes();
+        let (path, deleted) = match m.path.as_str() {
+            "" => (None, false),
+            p => match p.strip_suffix(" (deleted)") {
+                Some(p) => (Some(p.to_string()), true),
+                None => (Some(p.to_string()), false),
+            },
+        };
+        MapEntry {
+            start: m.start,
+            end: m.end,
+            readable: perms.first() == Some(&b'r'),
+            writable: perms.get(1) == Some(&b'w'),
+            executable: perms.get(2) == Some(&b'x'),
+            offset: m.offset,
+            dev: m.dev.clone(),
+            inode: m.inode,
+            path,
+            deleted,
         }
-    };
-    let range = field()?;
-    let perms = field()?.as_bytes();
-    let offset = u64::from_str_radix(field()?, 16).ok()?;
-    let dev = field()?.to_string();
-    let inode = field()?.parse::<u64>().ok()?;
-    let (s, e) = range.split_once('-')?;
-    let start = u64::from_str_radix(s, 16).ok()?;
-    let end = u64::from_str_radix(e, 16).ok()?;
-    let raw_path = rest.trim_start();
-    let (path, deleted) = if raw_path.is_empty() {
-        (None, false)
-    } else if let Some(p) = raw_path.strip_suffix(" (deleted)") {
-        (Some(p.to_string()), true)
-    } else {
-        (Some(raw_path.to_string()), false)
-    };
-    Some(MapEntry {
-        start,
-        end,
-        readable: perms.first() == Some(&b'r'),
-        writable: perms.get(1) == Some(&b'w'),
-        executable: perms.get(2) == Some(&b'x'),
-        offset,
-        dev,
-        inode,
-        path,
-        deleted,
-    })
+    }
 }
 
 /// The mapping that contains `addr`, if any (`maps` is sorted by address, as the kernel prints it).

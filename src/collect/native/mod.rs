@@ -321,8 +321,30 @@ pub fn sample_with(
             return out;
         }
     };
+    sample_with_maps(pid, tids, &maps, cache, opts)
+}
+
+/// [`sample_with`] for a caller that has just read and parsed `/proc/PID/maps` itself (the
+/// collector), so the file is not read twice.
+pub fn sample_with_maps(
+    pid: Pid,
+    tids: &[Tid],
+    maps: &[MapEntry],
+    cache: &mut NativeCache,
+    opts: &SampleOptions,
+) -> NativeSample {
+    let mut out = NativeSample::default();
+    if pid.0 == std::process::id() as i32 {
+        out.diagnostics.push(diag(
+            pid,
+            None,
+            DiagKind::Failed,
+            "mphang does not sample its own process".into(),
+        ));
+        return out;
+    }
     // Everything slow happens before any thread is stopped: files, unwind tables.
-    let sig = cache.unwinder_for(pid, &maps);
+    let sig = cache.unwinder_for(pid, maps);
 
     let mut syscall_before = HashMap::new();
     let mut todo = Vec::new();
@@ -355,7 +377,7 @@ pub fn sample_with(
         todo.push(tid);
     }
 
-    let results = capture_all(pid, &todo, &maps, opts);
+    let results = capture_all(pid, &todo, maps, opts);
     for (tid, mut r) in results {
         // A TID listed earlier may have exited and been reused by another process before the
         // seize; then what we read belongs elsewhere. The task is gone from pid in that case.
@@ -372,7 +394,7 @@ pub fn sample_with(
                 let (addrs, end) = frames.unwrap_or((Vec::new(), UnwindEnd::Complete));
                 let mut native = Vec::new();
                 for fa in addrs {
-                    native.extend(cache.symbolize(pid, &maps, fa));
+                    native.extend(cache.symbolize(pid, maps, fa));
                 }
                 if let UnwindEnd::Truncated(why) = end {
                     // Normal at the outermost frame of many threads; only worth a note when short.
