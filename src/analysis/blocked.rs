@@ -7,11 +7,12 @@ use crate::model::{Decoded, FdKind, FutexRegion, ProcessSnap, Role, SyscallState
 
 /// Resolves what `t` (a thread of `p`) waits for.
 pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
-    if t.state == 'R' || t.state == 'D' {
-        return BlockedOn::Running;
-    }
+    // A GIL waiter wakes every 5 ms and may be caught runnable: still waiting for the GIL.
     if t.native.as_deref().is_some_and(crate::model::waits_for_gil) {
         return BlockedOn::Gil;
+    }
+    if t.state == 'R' || t.state == 'D' {
+        return BlockedOn::Running;
     }
     let s = match &t.syscall {
         SyscallState::Running => return BlockedOn::Running,
