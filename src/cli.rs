@@ -75,7 +75,7 @@ pub struct AttachArgs {
     /// Root of the process tree to watch.
     pub pid: i32,
     /// Refresh period.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_deadline)]
     pub interval: Duration,
     /// Never stop a thread: no native stacks (Python stacks and /proc state only).
     #[arg(long)]
@@ -106,11 +106,12 @@ under GitHub Actions); then every descendant, orphans included, gets SIGTERM and
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Diagnose and end the tree after this long (e.g. 10m, 90s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Diagnose and end the tree after this long (e.g. 10m, 90s, 1h30m; 0 is refused: leave it
+    /// out to never time out).
+    #[arg(long, value_parser = parse_deadline)]
     pub timeout: Option<Duration>,
     /// Diagnose and end the tree when no process in it used CPU for this long.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_deadline)]
     pub stall: Option<Duration>,
     /// Where report.txt and report.json are written.
     #[arg(long, value_name = "DIR", default_value = "mphang-report")]
@@ -157,27 +158,37 @@ impl ColorChoice {
     }
 }
 
-/// Parses `500ms`, `5s`, `10m`, `1h`, or a bare number of seconds.
+/// The longest duration any option accepts (a year): anything longer is a typo, and deadlines
+/// computed from it must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration with humantime (`500ms`, `90s`, `10m`, `1h30m`, `2h 5m`), or a bare number
+/// of seconds. Longer than [`MAX_DURATION`] is an error.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 5s, 10m, 1h)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" | "sec" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("`{s}` is too long (at most 365 days)"))?
+    } else {
+        humantime::parse_duration(s).map_err(|e| {
+            format!("`{s}` is not a duration ({e}); write it like 500ms, 90s, 10m or 1h30m")
+        })?
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a duration"));
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is too long (at most 365 days)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
+}
+
+/// A deadline (`--timeout`, `--stall`): a duration above zero. Zero is refused rather than read
+/// as "fire at once" or "never": to never time out, leave the option out.
+pub fn parse_deadline(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("0 would fire at once; to never time out, leave the option out".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -187,8 +198,37 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for huge in [
+            "99999999999999999999",
+            "99999999999999999999s",
+            "18446744073709551615s",
+            "1000y",
+            "366days",
+        ] {
+            let e = parse_duration(huge).expect_err(huge);
+            assert!(
+                e.contains("too long") || e.contains("not a duration"),
+                "{huge}: {e}"
+            );
+        }
+        assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn a_zero_deadline_is_refused() {
+        assert!(parse_deadline("0").is_err());
+        assert!(parse_deadline("0s").is_err());
+        assert_eq!(parse_deadline("1ms"), Ok(Duration::from_millis(1)));
     }
 }

@@ -154,3 +154,35 @@ fn no_permission_names_the_missing_right() {
         "{e}"
     );
 }
+
+#[test]
+fn durations_parse_like_humantime_and_huge_ones_are_errors() {
+    // `1h30m` is accepted (the command then fails for another reason: no such pid).
+    let o = run(&["run", "--timeout", "1h30m", "--", "/nonexistent/mphang-cmd"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot start"), "{}", stderr(&o));
+    for (flag, value) in [
+        ("--timeout", "99999999999999999999"),
+        ("--grace", "18446744073709551615s"),
+        ("--stall", "1000y"),
+    ] {
+        let o = run(&["run", flag, value, "--", "true"]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {e}");
+        assert!(e.contains("too long"), "{flag} {value}: {e}");
+        assert!(!e.contains("panicked"), "{flag} {value}: {e}");
+    }
+    let o = run(&["report", "--interval", "99999999999999999999", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_zero_timeout_is_refused() {
+    for flag in ["--timeout", "--stall"] {
+        let o = run(&["run", flag, "0", "--", "true"]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {e}");
+        assert!(e.contains("leave the option out"), "{flag}: {e}");
+    }
+}
