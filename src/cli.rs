@@ -11,11 +11,17 @@ use std::time::Duration;
 /// each thread waits for and who is on the other end, proves which threads can never progress,
 /// names the pattern and points at the line of your code behind it.
 #[derive(Debug, Parser)]
-#[command(name = "mphang", version, about, long_about, propagate_version = true)]
+#[command(name = "mphang", version = VERSION, about, long_about, propagate_version = true)]
 pub struct Cli {
+    /// When to use colors: auto (a terminal without NO_COLOR), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `0.1.0 (x86_64-unknown-linux-gnu)`: the version and the target the binary was built for.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("MPHANG_TARGET"), ")");
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -63,9 +69,6 @@ pub struct ReportArgs {
     /// Also write the raw snapshot to FILE (loadable with --from).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
-    /// When to use colors in text output.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
     #[command(flatten)]
     pub sample: SampleArgs,
 }
@@ -135,9 +138,6 @@ pub struct DemoArgs {
     /// Print the JSON report instead of text.
     #[arg(long)]
     pub json: bool,
-    /// When to use colors.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,13 +148,16 @@ pub enum ColorChoice {
 }
 
 impl ColorChoice {
-    /// Colors on a tty only (and never with NO_COLOR set), unless forced.
-    pub fn enabled(self, is_tty: bool) -> bool {
+    /// Makes this the choice of every [`anstream::AutoStream`] the process writes through
+    /// (`auto` leaves the decision to anstream: a terminal, NO_COLOR unset, TERM not dumb,
+    /// CLICOLOR/CLICOLOR_FORCE honoured).
+    pub fn apply(self) {
         match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Auto => anstream::ColorChoice::Auto,
+            ColorChoice::Always => anstream::ColorChoice::Always,
+            ColorChoice::Never => anstream::ColorChoice::Never,
         }
+        .write_global();
     }
 }
 

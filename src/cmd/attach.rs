@@ -80,6 +80,7 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     })?;
 
     let mut app = App::new(pid, args.interval, save_dir);
+    app.color = anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
     app.update(Action::Refresh(Box::new(Report::analyze(first))));
 
     let mut tty = Tty::enter()?;

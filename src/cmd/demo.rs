@@ -7,7 +7,7 @@ use crate::collect::{self, CollectOptions};
 use crate::error::{Error, Result};
 use crate::model::Pid;
 use crate::render::Report;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,8 +54,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         }
         let snap = collect::collect(Pid(fx.root()), &CollectOptions::default())?;
         let report = Report::analyze(snap);
-        let color = args.color.enabled(std::io::stdout().is_terminal());
-        super::report::emit(&report, args.json, color)?;
+        super::report::emit(&report, args.json)?;
         drop(fx);
         if !args.json {
             say("mphang demo: the demo's processes have been ended.".to_string());

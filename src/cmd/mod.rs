@@ -26,8 +26,30 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "mphang", &mut std::io::stdout());
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "mphang", &mut text);
+            write_stdout(&text)?;
             Ok(EXIT_OK)
         }
+    }
+}
+
+/// Writes `bytes` to stdout. A reader that went away (`| head`) is not an error: the output
+/// just ends there, quietly.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    quiet_pipe(out.write_all(bytes).and_then(|()| out.flush()))
+}
+
+/// Turns a closed-pipe error into success and any other write error into an [`Error`].
+pub fn quiet_pipe(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(crate::error::Error::Io {
+            context: "writing to stdout".into(),
+            source,
+        }),
+        Ok(()) => Ok(()),
     }
 }

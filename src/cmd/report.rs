@@ -5,7 +5,7 @@ use crate::collect::{self, CollectOptions};
 use crate::error::{Error, Result};
 use crate::model::{Pid, Snapshot};
 use crate::render::{self, Report};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 pub fn run(args: &ReportArgs) -> Result<i32> {
     let snap = match (&args.from, args.pid) {
@@ -25,9 +25,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         save(path, &snap)?;
     }
     let report = Report::analyze(snap);
-    let stdout = std::io::stdout();
-    let color = args.color.enabled(stdout.is_terminal());
-    emit(&report, args.json, color)?;
+    emit(&report, args.json)?;
     Ok(if report.hang {
         super::EXIT_HANG
     } else {
@@ -35,23 +33,19 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     })
 }
 
-/// Prints a report to stdout; a closed pipe (`| head`) is not an error.
-pub fn emit(report: &Report, json: bool, color: bool) -> Result<()> {
+/// Prints a report to stdout, text through anstream (colors as `--color` and the terminal
+/// decide); a closed pipe (`| head`) is not an error.
+pub fn emit(report: &Report, json: bool) -> Result<()> {
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let r = if json {
-        render::json::write(report, &mut out)
+        let mut out = stdout.lock();
+        render::json::write(report, &mut out).and_then(|()| out.flush())
     } else {
-        render::text::render(report, &render::text::TextOptions { color }, &mut out)
+        let mut out = anstream::AutoStream::auto(stdout.lock());
+        let opts = render::text::TextOptions { color: true };
+        render::text::render(report, &opts, &mut out).and_then(|()| out.flush())
     };
-    match r.and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Error::Io {
-            context: "writing the report".into(),
-            source: e,
-        }),
-        Ok(()) => Ok(()),
-    }
+    super::quiet_pipe(r)
 }
 
 /// Reads a snapshot saved by `--save` or a `--json` report.

@@ -24,7 +24,7 @@ use crate::collect::{collect, CollectOptions};
 use crate::error::{Error, Result};
 use crate::model::{DiagKind, Diagnostic, Pid, Snapshot, Stage};
 use crate::render::Report;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -99,7 +99,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         }
         Outcome::Deadline(why) => {
             let report = diagnose(&mut tree, pid, &why, &command);
-            let mut err = std::io::stderr().lock();
+            // Colors as `--color` and the terminal decide (anstream strips them otherwise).
+            let mut err = anstream::AutoStream::auto(std::io::stderr().lock());
             let _ = publish(&report, args, &why, &command, &mut err);
             let live = tree.live_pids().len();
             let _ = writeln!(
@@ -284,8 +285,8 @@ fn publish(
     match args.format {
         Some(RunFormat::Json) => crate::render::json::write(report, err)?,
         _ => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            crate::render::text::render(report, &crate::render::text::TextOptions { color }, err)?;
+            let opts = crate::render::text::TextOptions { color: true };
+            crate::render::text::render(report, &opts, err)?;
         }
     }
     if github {

@@ -85,6 +85,8 @@ pub struct App {
     /// Where `s` writes snapshots.
     pub save_dir: PathBuf,
     pub quit: bool,
+    /// Draw with colors (`--color`, NO_COLOR); without, selections are shown reversed.
+    pub color: bool,
     /// Set by [`Action::Fatal`].
     pub fatal: Option<String>,
     /// Shared with the sampler thread so that pausing also stops collecting.
@@ -111,6 +113,7 @@ impl App {
             status_is_transient: false,
             save_dir,
             quit: false,
+            color: true,
             fatal: None,
             pause_flag: Arc::new(AtomicBool::new(false)),
         }

@@ -31,7 +31,12 @@ pub fn run<B: Backend>(
 ) -> Result<()> {
     loop {
         terminal
-            .draw(|f| view::draw(app, f))
+            .draw(|f| {
+                view::draw(app, f);
+                if !app.color {
+                    monochrome(f.buffer_mut());
+                }
+            })
             .map_err(|e| Error::Terminal(format!("cannot draw on the terminal: {e}")))?;
         if app.quit {
             break;
@@ -53,6 +58,19 @@ pub fn run<B: Backend>(
     match app.fatal.take() {
         Some(msg) => Err(Error::Terminal(msg)),
         None => Ok(()),
+    }
+}
+
+/// Drops every color from a drawn frame (`--color never`, NO_COLOR): a cell with a background
+/// (a selection, a banner) is shown reversed instead, so it still stands out.
+pub fn monochrome(buf: &mut ratatui::buffer::Buffer) {
+    use ratatui::style::{Color, Modifier};
+    for cell in buf.content.iter_mut() {
+        if cell.bg != Color::Reset {
+            cell.modifier.insert(Modifier::REVERSED);
+        }
+        cell.fg = Color::Reset;
+        cell.bg = Color::Reset;
     }
 }
 

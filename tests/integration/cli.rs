@@ -10,7 +10,13 @@ fn stderr(o: &std::process::Output) -> String {
 fn version_and_help() {
     let o = run(&["--version"]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("mphang "));
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(v.starts_with("mphang "), "{v}");
+    // The build's target triple, e.g. `mphang 0.1.0 (x86_64-unknown-linux-gnu)`.
+    assert!(
+        v.contains(&format!("({}-", std::env::consts::ARCH)) && v.contains("-linux-"),
+        "{v}"
+    );
     let o = run(&["--help"]);
     let h = String::from_utf8_lossy(&o.stdout);
     for cmd in ["report", "attach", "run", "demo", "completions"] {
@@ -185,4 +191,71 @@ fn a_zero_timeout_is_refused() {
         assert_eq!(o.status.code(), Some(2), "{flag}: {e}");
         assert!(e.contains("leave the option out"), "{flag}: {e}");
     }
+}
+
+/// Runs mphang with stdout on a pipe whose read end is already closed (`| head` that quit).
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    bin()
+        .args(args)
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run mphang")
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let snap = repo().join("fixtures/snapshots/join_before_drain.json");
+    let snap = snap.to_str().unwrap_or_default();
+    for (args, code) in [
+        (vec!["completions", "bash"], 0),
+        (vec!["completions", "zsh"], 0),
+        (vec!["report", "--json", "--from", snap], 1),
+        (vec!["report", "--from", snap], 1),
+        (vec!["report", "--color", "always", "--from", snap], 1),
+    ] {
+        let o = with_closed_stdout(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
+        assert_eq!(
+            e, "",
+            "{args:?}: nothing on stderr (no panic, no Broken pipe)"
+        );
+    }
+}
+
+#[test]
+fn color_is_an_option_of_every_command() {
+    for cmd in ["report", "attach", "run", "demo", "completions"] {
+        let o = run(&[cmd, "--help"]);
+        let h = String::from_utf8_lossy(&o.stdout);
+        assert!(h.contains("--color <COLOR>"), "{cmd} --help: {h}");
+    }
+    let snap = repo().join("fixtures/snapshots/join_before_drain.json");
+    for args in [
+        ["--color", "never", "report", "--from"],
+        ["report", "--color", "never", "--from"],
+    ] {
+        let o = bin().args(args).arg(&snap).output().expect("run");
+        assert!(!String::from_utf8_lossy(&o.stdout).contains('\x1b'));
+    }
+    // CLICOLOR_FORCE asks anstream for colors on a pipe; NO_COLOR wins over it.
+    let o = bin()
+        .env("CLICOLOR_FORCE", "1")
+        .env_remove("NO_COLOR")
+        .args(["report", "--from"])
+        .arg(&snap)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&o.stdout).contains('\x1b'));
+    let o = bin()
+        .env("CLICOLOR_FORCE", "1")
+        .env("NO_COLOR", "1")
+        .args(["report", "--from"])
+        .arg(&snap)
+        .output()
+        .expect("run");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains('\x1b'));
 }

@@ -56,6 +56,39 @@ fn main_screen() {
 }
 
 #[test]
+fn monochrome_screen_has_no_colors_but_keeps_the_selection() {
+    use ratatui::style::{Color, Modifier};
+    let app = demo_app();
+    let mut terminal = Terminal::new(TestBackend::new(W, H)).expect("test terminal");
+    let colored = terminal
+        .draw(|f| view::draw(&app, f))
+        .expect("draw")
+        .buffer
+        .clone();
+    assert!(colored.content.iter().any(|c| c.fg != Color::Reset));
+    let mut mono = colored.clone();
+    mphang::tui::monochrome(&mut mono);
+    assert!(mono
+        .content
+        .iter()
+        .all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+    // The selection (drawn reversed) is still there.
+    let reversed = |b: &ratatui::buffer::Buffer| {
+        b.content
+            .iter()
+            .filter(|c| c.modifier.contains(Modifier::REVERSED))
+            .count()
+    };
+    assert!(reversed(&mono) > 0 && reversed(&mono) == reversed(&colored));
+    // A banner's background becomes reverse video.
+    let mut banner = ratatui::buffer::Buffer::empty(ratatui::layout::Rect::new(0, 0, 3, 1));
+    banner.content[1].bg = Color::Red;
+    mphang::tui::monochrome(&mut banner);
+    assert_eq!(reversed(&banner), 1);
+    assert!(banner.content[1].modifier.contains(Modifier::REVERSED));
+}
+
+#[test]
 fn help_overlay() {
     let mut app = demo_app();
     app.update(key('?'));
