@@ -121,7 +121,17 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
     if !s.gone.is_empty() {
         writeln!(out)?;
         writeln!(out, "{}", p.bold("EXITED"))?;
-        for g in &s.gone {
+        // Clean exits are one line however many there were; the others one line each.
+        let clean = s
+            .gone
+            .iter()
+            .filter(|g| g.ended.as_deref() == Some("exit 0"))
+            .count();
+        for g in s
+            .gone
+            .iter()
+            .filter(|g| g.ended.as_deref() != Some("exit 0"))
+        {
             writeln!(
                 out,
                 "  {} {}{}",
@@ -132,6 +142,13 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
                 } else {
                     format!("  {}", g.cmdline.join(" "))
                 }
+            )?;
+        }
+        if clean > 0 {
+            writeln!(
+                out,
+                "  {clean} process{} exited 0",
+                if clean == 1 { "" } else { "es" }
             )?;
         }
     }
@@ -387,5 +404,37 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{GoneProcess, Pid};
+
+    #[test]
+    fn clean_exits_are_summarised() {
+        let mut snap = crate::render::json::parse_snapshot(include_str!(
+            "../../fixtures/snapshots/neg_sleep.json"
+        ))
+        .expect("fixture parses");
+        let gone = |pid: i32, ended: &str| GoneProcess {
+            pid: Pid(pid),
+            ppid: Some(Pid(1)),
+            cmdline: vec!["python3".into(), format!("worker{pid}")],
+            ended: Some(ended.into()),
+            ended_at_ms: None,
+        };
+        snap.gone = (100..138).map(|pid| gone(pid, "exit 0")).collect();
+        snap.gone.push(gone(200, "signal 9 (SIGKILL)"));
+        let mut out = Vec::new();
+        render(&Report::analyze(snap), &TextOptions::default(), &mut out).expect("render");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("  38 processes exited 0\n"), "{text}");
+        assert!(
+            text.contains("  200 signal 9 (SIGKILL)  python3 worker200"),
+            "{text}"
+        );
+        assert!(!text.contains("worker100"), "{text}");
     }
 }
