@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod demo;
 pub mod fixture;
+pub mod man;
 pub mod report;
 pub mod run;
 
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             write_stdout(&text)?;
             Ok(EXIT_OK)
         }
+        Command::Man(args) => man::run(&args),
     }
 }
 

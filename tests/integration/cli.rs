@@ -259,3 +259,16 @@ fn color_is_an_option_of_every_command() {
         .expect("run");
     assert!(!String::from_utf8_lossy(&o.stdout).contains('\x1b'));
 }
+
+#[test]
+fn man_prints_the_page() {
+    let o = run(&["man"]);
+    assert!(o.status.success());
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH mphang 1"),
+        "{page}"
+    );
+    let o = with_closed_stdout(&["man"]);
+    assert_eq!((o.status.code(), stderr(&o).as_str()), (Some(0), ""));
+}

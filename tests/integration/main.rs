@@ -1,6 +1,7 @@
 //! The single integration test binary: one module per area.
 
 mod cli;
+mod generated;
 mod live;
 mod native;
 mod replay;
