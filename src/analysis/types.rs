@@ -1,11 +1,12 @@
 //! Result types of the analysis: per-thread verdicts and findings (part of the JSON contract).
 
 use crate::model::{Inode, Pid, SemKey, ThreadRef};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What a thread waits for, resolved from its syscall, wchan, memory and stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "on", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "on", rename_all = "snake_case")]
 pub enum BlockedOn {
     /// On a CPU or runnable: making progress by definition.
     Running,
@@ -44,7 +45,7 @@ pub enum BlockedOn {
 }
 
 /// Whether a thread can still make progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Progress {
     /// Running, in a timed wait, waiting on something outside the tree, or seen to move
@@ -55,8 +56,7 @@ pub enum Progress {
 }
 
 /// The verdict on one thread.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ThreadVerdict {
     pub thread: ThreadRef,
     pub blocked_on: BlockedOn,
@@ -79,7 +79,9 @@ pub struct ThreadVerdict {
 }
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Proven: the threads involved can never progress.
@@ -89,8 +91,7 @@ pub enum Severity {
 }
 
 /// A line of user code involved in a finding.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CodeLine {
     pub pid: Pid,
     pub tid: crate::model::Tid,
@@ -100,8 +101,7 @@ pub struct CodeLine {
 }
 
 /// One link of a wait chain: a thread and what it waits on next.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChainLink {
     pub thread: ThreadRef,
     /// `main`, `QueueFeederThread`, ...
@@ -111,8 +111,7 @@ pub struct ChainLink {
 }
 
 /// An explained hang (or warning).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Finding {
     /// Stable pattern id, e.g. `join_before_drain`; `deadlock`/`stuck` when no pattern fits.
     pub pattern: String,

@@ -1,10 +1,11 @@
 //! Partial failures recorded as data: a vanished process, EPERM on one child, a non-Python child.
 
 use super::ids::{Pid, Tid};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Which collection step a diagnostic comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Walking `/proc/PID/task/*/children`.
@@ -30,7 +31,7 @@ pub enum Stage {
 }
 
 /// What kind of failure it was; decides how the report words it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiagKind {
     /// The process or thread exited while it was being read.
@@ -44,8 +45,7 @@ pub enum DiagKind {
 }
 
 /// One partial failure: where it happened and what the OS or library said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Diagnostic {
     pub pid: Option<Pid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

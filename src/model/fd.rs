@@ -1,11 +1,12 @@
 //! Open file descriptors, pipes and unix sockets: the edges between processes.
 
 use super::ids::Inode;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Which way an fd was opened (from the permission bits of the `/proc/PID/fd/N` link,
 /// equal to `fdinfo` `flags & 3`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     Read,
@@ -24,8 +25,7 @@ impl Access {
 }
 
 /// One open fd of a process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FdEntry {
     pub fd: i32,
     pub access: Access,
@@ -33,8 +33,8 @@ pub struct FdEntry {
 }
 
 /// What an fd refers to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FdKind {
     /// `pipe:[INODE]`; buffered bytes live in `Snapshot::pipes`.
     Pipe { inode: Inode },
@@ -83,8 +83,7 @@ impl FdEntry {
 }
 
 /// One pipe, queried once however many fds refer to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PipeSnap {
     pub inode: Inode,
     /// Bytes buffered (FIONREAD on a reopened O_RDONLY|O_NONBLOCK fd; consumes nothing).

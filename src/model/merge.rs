@@ -7,8 +7,10 @@ use super::{NativeFrame, PyFrame};
 
 /// One frame of a merged stack (innermost first). JSON: `{"python": {...}}` or
 /// `{"native": {...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum MergedFrame {
     /// A Python frame, in place of the eval-loop frame that runs it.
     Python(PyFrame),

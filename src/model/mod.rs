@@ -2,7 +2,9 @@
 //!
 //! A [`Snapshot`] is what `collect` produces from live processes, what `--save` writes and
 //! `--from` reads, and what the replay fixtures hold. Everything downstream is a pure function
-//! of it. Wire format: JSON, schema string [`SCHEMA`], unknown fields rejected.
+//! of it. Wire format: JSON, schema string [`SCHEMA`]; unknown fields are accepted (and dropped)
+//! when read, so newer writers can add fields. docs/snapshot.schema.json is generated from these
+//! types.
 
 mod diag;
 mod fd;
@@ -21,16 +23,17 @@ pub use syscall::{
     syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,
 };
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The schema string every snapshot carries; bumped on any incompatible change.
 pub const SCHEMA: &str = "mphang/snapshot/v1";
 
 /// A whole process tree at one moment, plus short later looks for progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Snapshot {
-    /// Always [`SCHEMA`].
+    /// Always `mphang/snapshot/v1` ([`SCHEMA`]).
+    #[schemars(extend("const" = "mphang/snapshot/v1"))]
     pub schema: String,
     /// Version of the mphang that took it.
     pub mphang_version: String,
@@ -61,8 +64,7 @@ pub struct Snapshot {
 }
 
 /// A POSIX semaphore shared between processes (a multiprocessing SemLock).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SemaphoreSnap {
     pub key: SemKey,
     /// The names it is mapped under (temp name `(deleted)` for the creator, `sem.mp-…` for
@@ -81,8 +83,7 @@ pub struct SemaphoreSnap {
 }
 
 /// A `_multiprocessing.SemLock` object found in one process's memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SemLockSeen {
     pub pid: Pid,
     /// This process's acquire count; > 0 means this process holds it (for a lock).
@@ -95,8 +96,7 @@ pub struct SemLockSeen {
 }
 
 /// A process that is no longer there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GoneProcess {
     pub pid: Pid,
     pub ppid: Option<Pid>,

@@ -4,10 +4,11 @@ use super::fd::FdEntry;
 use super::ids::{Pid, SemKey, Tid};
 use super::stack::{NativeFrame, PyThread};
 use super::syscall::SyscallState;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The part a process plays in a multiprocessing program, as far as it can be told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The root of the tree, or a Python process whose parent is not Python.
@@ -50,8 +51,7 @@ impl Role {
 }
 
 /// Everything read about one live (or zombie) process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessSnap {
     pub pid: Pid,
     pub ppid: Pid,
@@ -82,8 +82,7 @@ pub struct ProcessSnap {
 }
 
 /// One thread of a process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ThreadSnap {
     pub tid: Tid,
     pub comm: String,
@@ -104,8 +103,7 @@ pub struct ThreadSnap {
 }
 
 /// A cheap later look at a thread: enough to tell that it moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ThreadLook {
     /// Milliseconds after the first look.
     pub after_ms: u64,
@@ -121,8 +119,7 @@ pub struct ThreadLook {
 }
 
 /// One `/dev/shm/sem.*` mapping in one process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SemMapping {
     pub key: SemKey,
     pub start: u64,

@@ -1,10 +1,10 @@
 //! Stack frames: Python frames from py-spy, native frames from the unwinder.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One Python frame, innermost first in a stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PyFrame {
     /// Function (code object) name, e.g. `join` or `<module>`.
     pub function: String,
@@ -58,8 +58,7 @@ impl PyFrame {
 }
 
 /// The Python side of one thread, as read from the interpreter's thread state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PyThread {
     /// `threading.get_ident()`: the thread's `pthread_t`, not a TID.
     pub thread_id: u64,
@@ -100,8 +99,7 @@ impl PyThread {
 }
 
 /// One native frame from the CFI unwinder, symbolized where symbols exist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NativeFrame {
     /// The instruction address (for caller frames: the return address).
     pub addr: u64,

@@ -1,13 +1,14 @@
 //! What a thread is doing in the kernel: the decoded `/proc/PID/task/TID/syscall` line.
 
 use super::ids::{Pid, SemKey};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The kernel-side activity of a thread at the moment it was read.
 // One per thread; boxing the syscall would only add an allocation per blocked thread.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SyscallState {
     /// The file says `running`: on a CPU or runnable in user space.
     Running,
@@ -20,8 +21,7 @@ pub enum SyscallState {
 }
 
 /// A system call with its raw registers and what mphang could decode from them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Syscall {
     /// x86_64 syscall number (e.g. 0 read, 1 write, 7 poll, 61 wait4, 202 futex, 219 restart_syscall).
     pub nr: i64,
@@ -38,8 +38,8 @@ pub struct Syscall {
 }
 
 /// A decoded system call: the arguments that say what the thread waits for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "call", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "call", rename_all = "snake_case")]
 pub enum Decoded {
     /// `read`, `readv`, `recvfrom`, `recvmsg`: waits for data on `fd`.
     Read { fd: i32 },
@@ -75,8 +75,7 @@ pub enum Decoded {
 }
 
 /// A futex wait decoded per the field guide §1.2 and §3.8.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Futex {
     pub uaddr: u64,
     /// Raw op (arg 1), e.g. 0x109 SemLock, 0x189 threading lock, 0x80 pthread mutex.
@@ -99,8 +98,7 @@ pub struct Futex {
 }
 
 /// A `_thread.lock` or `_thread.RLock` object found in the waiting process's memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LockObject {
     /// `_thread.lock` (no owner is recorded) or `_thread.RLock`.
     pub kind: String,
@@ -120,8 +118,8 @@ pub struct LockObject {
 }
 
 /// The mapping a futex word lies in; tells a SemLock from a thread lock from the GIL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "region", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "region", rename_all = "snake_case")]
 pub enum FutexRegion {
     /// A POSIX semaphore in `/dev/shm` (a multiprocessing SemLock): cross-process.
     SharedSem { key: SemKey },
@@ -136,8 +134,7 @@ pub enum FutexRegion {
 }
 
 /// The first 16 bytes at a futex address, interpreted both ways.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FutexWord {
     /// `sem_t` value or `pthread_mutex_t.__lock` (low 32 bits at uaddr).
     pub value: u32,

@@ -1,5 +1,7 @@
 //! JSON report (`mphang/report/v1`): one document for the whole tree, documented in
-//! docs/json-format.md and tested as a contract (round trip, unknown fields rejected).
+//! docs/json-format.md, with JSON Schemas generated from the types (docs/report.schema.json,
+//! docs/snapshot.schema.json). Readers accept unknown fields, so the format can grow; the tests
+//! check every recorded document against a strict variant of the schema.
 
 use super::Report;
 use std::io::Write;
@@ -29,4 +31,14 @@ pub fn parse_snapshot(text: &str) -> Result<crate::model::Snapshot, String> {
             super::REPORT_SCHEMA
         )),
     }
+}
+
+/// The JSON Schema (draft 2020-12) of the `mphang/report/v1` document, generated from the types.
+pub fn report_schema() -> serde_json::Value {
+    schemars::schema_for!(Report).to_value()
+}
+
+/// The JSON Schema (draft 2020-12) of a `mphang/snapshot/v1` document (`--save`).
+pub fn snapshot_schema() -> serde_json::Value {
+    schemars::schema_for!(crate::model::Snapshot).to_value()
 }

@@ -5,16 +5,17 @@ pub mod text;
 
 use crate::analysis::Analysis;
 use crate::model::Snapshot;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Schema string of the `--json` report document.
 pub const REPORT_SCHEMA: &str = "mphang/report/v1";
 
 /// What every renderer takes: the raw snapshot and what was concluded from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
-    /// Always [`REPORT_SCHEMA`].
+    /// Always `mphang/report/v1` ([`REPORT_SCHEMA`]).
+    #[schemars(extend("const" = "mphang/report/v1"))]
     pub schema: String,
     /// True when at least one finding of severity `hang` exists (exit code 1).
     pub hang: bool,

@@ -87,3 +87,24 @@ fn assert_names_every_command(pages: &[(String, Vec<u8>)]) {
         );
     }
 }
+
+#[test]
+fn json_schemas_are_current() {
+    let complaints = [
+        (
+            "docs/report.schema.json",
+            mphang::render::json::report_schema(),
+        ),
+        (
+            "docs/snapshot.schema.json",
+            mphang::render::json::snapshot_schema(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(path, schema)| {
+        let text = serde_json::to_string_pretty(&schema).expect("serialize the schema") + "\n";
+        check(Path::new(path), text.as_bytes())
+    })
+    .collect();
+    assert_current(complaints);
+}

@@ -6,5 +6,6 @@ mod live;
 mod native;
 mod replay;
 mod run;
+mod schema;
 mod tui;
 mod util;

@@ -270,6 +270,10 @@ fn hung_tree_is_reported_and_ended() {
     let json = std::fs::read_to_string(reports.join("report.json")).expect("report.json written");
     let report: mphang::render::Report =
         serde_json::from_str(&json).expect("report.json parses as a Report");
+    crate::schema::assert_valid_report(
+        &serde_json::from_str(&json).expect("report.json is JSON"),
+        "report.json",
+    );
     assert_eq!(status.code(), Some(125), "stderr: {err}");
     assert!(report.hang);
     assert!(
