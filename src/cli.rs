@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// Format of the report printed to stderr (github adds ::error annotations).
     #[arg(long, value_enum)]
     pub format: Option<RunFormat>,
+    /// Also write the outcome as JUnit XML to FILE (GitLab, Jenkins...): each finding a failed
+    /// test case, or one passed case when CMD finished in time.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Time between SIGTERM and SIGKILL when ending the tree.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,

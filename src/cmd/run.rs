@@ -15,6 +15,7 @@
 
 mod connector;
 mod github;
+mod junit;
 mod pidfd;
 mod signals;
 mod tree;
@@ -86,22 +87,42 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let pid = child.id() as i32;
     drop(child);
     let mut tree = Tracker::new(pid, exits, pidfds);
+    let started = Instant::now();
+    let paths = github::Paths::from_env();
+    let junit = |outcome: junit::Outcome| {
+        if let Some(path) = &args.junit {
+            let xml = junit::report(&outcome, &command, started.elapsed(), &paths);
+            if let Err(e) = std::fs::write(path, xml) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "mphang: cannot write {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    };
 
     match watch(&mut tree, args) {
         Outcome::Exited(status) => {
             // Whatever CMD left behind (daemons, orphans) goes with it, silently.
             tree.end_all(args.grace, &interrupted);
+            junit(junit::Outcome::Finished(status.shell_code()));
             Ok(status.shell_code())
         }
         Outcome::Interrupted => {
             tree.end_all(Duration::ZERO, &interrupted);
+            junit(junit::Outcome::Interrupted);
             Ok(EXIT_INTERRUPTED)
         }
         Outcome::Deadline(why) => {
             let report = diagnose(&mut tree, pid, &why, &command);
+            junit(junit::Outcome::Deadline {
+                why: &why,
+                report: &report,
+            });
             // Colors as `--color` and the terminal decide (anstream strips them otherwise).
             let mut err = anstream::AutoStream::auto(std::io::stderr().lock());
-            let _ = publish(&report, args, &why, &command, &mut err);
+            let _ = publish(&report, args, &why, &command, &paths, &mut err);
             let live = tree.live_pids().len();
             let _ = writeln!(
                 err,
@@ -265,15 +286,15 @@ fn publish(
     args: &RunArgs,
     why: &str,
     command: &str,
+    paths: &github::Paths,
     err: &mut dyn Write,
 ) -> std::io::Result<()> {
     let github = args.format == Some(RunFormat::Github)
         || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
-    let cwd = std::env::current_dir().unwrap_or_default();
     let written = write_files(report, &args.report_dir);
     let summary = match std::env::var_os("GITHUB_STEP_SUMMARY") {
         Some(path) if github => {
-            let md = github::summary(report, why, command, &args.report_dir, &cwd);
+            let md = github::summary(report, why, command, &args.report_dir, paths);
             std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -290,7 +311,7 @@ fn publish(
         }
     }
     if github {
-        err.write_all(github::annotations(report, why, &cwd).as_bytes())?;
+        err.write_all(github::annotations(report, why, paths).as_bytes())?;
     }
     match written {
         Ok(()) => writeln!(

@@ -163,6 +163,16 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
     Ok(())
 }
 
+/// The findings section alone (every finding with its chain, culprit, fix and evidence), as in
+/// the full report: the body of a JUnit failure or a pytest failure message.
+pub fn findings(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::io::Result<()> {
+    let p = Paint { on: opts.color };
+    for (i, f) in report.findings.iter().enumerate() {
+        finding(&p, report, f, i + 1, out)?;
+    }
+    Ok(())
+}
+
 fn finding(
     p: &Paint,
     report: &Report,

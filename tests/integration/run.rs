@@ -174,6 +174,48 @@ fn finished_command_is_silent_and_keeps_exit_code() {
     );
 }
 
+/// Parses `path` with Python's XML parser (a JUnit consumer would refuse a malformed file).
+fn assert_well_formed_xml(py: &Path, path: &Path) {
+    let o = Command::new(py)
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "{} is not well-formed XML: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn junit_of_a_command_that_finished_in_time_is_one_passed_case() {
+    let py = require_python!();
+    let dir = Scratch::new("junit-ok");
+    let junit = dir.path("out.xml");
+    let guard = Guard::spawn(
+        piped(
+            mphang()
+                .current_dir(&dir.0)
+                .args(["run", "--timeout", "1h", "--junit"])
+                .arg(&junit)
+                .args(["--", "sh", "-c", "exit 0"]),
+        ),
+        None,
+    );
+    let (status, out, err) = guard.output(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!((out.as_str(), err.as_str()), ("", ""));
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert_well_formed_xml(&py, &junit);
+    assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("finished in time (exit 0)"), "{xml}");
+}
+
 #[test]
 fn stdio_passes_through_and_exit_code_is_the_commands() {
     let dir = Scratch::new("sh");
@@ -246,20 +288,27 @@ fn hung_tree_is_reported_and_ended() {
     let pids = dir.path("pids");
     let summary = dir.path("summary.md");
     let reports = dir.path("report");
-    // Run a copy from the scratch dir, so the annotation's path is relative to the cwd.
-    std::fs::copy(fixture("run_hang.py"), dir.path("run_hang.py")).expect("copy fixture");
+    let junit = dir.path("junit.xml");
+    // The job runs in a subdirectory of the checkout ($GITHUB_WORKSPACE = the scratch dir), with
+    // the script given relative to it: annotations name it relative to the checkout.
+    let work = dir.path("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::copy(fixture("run_hang.py"), work.join("run_hang.py")).expect("copy fixture");
     let guard = Guard::spawn(
         piped(
             mphang()
-                .current_dir(&dir.0)
+                .current_dir(&work)
                 .env("MPHANG_PIDS", &pids)
                 .env("GITHUB_ACTIONS", "true")
+                .env("GITHUB_WORKSPACE", &dir.0)
                 .env("GITHUB_STEP_SUMMARY", &summary)
                 .args(["run", "--timeout", "5s", "--grace", "1s", "--report-dir"])
                 .arg(&reports)
+                .arg("--junit")
+                .arg(&junit)
                 .arg("--")
                 .arg(&py)
-                .arg(dir.path("run_hang.py")),
+                .arg("run_hang.py"),
         ),
         Some(pids.clone()),
     );
@@ -285,8 +334,20 @@ fn hung_tree_is_reported_and_ended() {
         report.findings
     );
     assert!(
-        err.contains("::error file=run_hang.py,line="),
-        "no GitHub annotation with a relative path on stderr: {err}"
+        err.contains("::error file=work/run_hang.py,line="),
+        "no GitHub annotation with a path relative to $GITHUB_WORKSPACE on stderr: {err}"
+    );
+    let xml = std::fs::read_to_string(&junit).expect("junit.xml written");
+    assert_well_formed_xml(&py, &junit);
+    assert!(xml.contains("failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<failure type=\"join_before_drain\" message=\""),
+        "{xml}"
+    );
+    assert!(xml.contains("file=\"work/run_hang.py\" line=\""), "{xml}");
+    assert!(
+        xml.contains("culprit: "),
+        "the finding is the failure's body: {xml}"
     );
     assert!(
         err.contains("title=mphang join_before_drain::"),

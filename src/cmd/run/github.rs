@@ -1,10 +1,10 @@
 //! GitHub Actions output: one `::error` workflow command per finding (shown as an annotation on
-//! the culprit line) and a markdown job summary for `$GITHUB_STEP_SUMMARY`. Pure text; `run`
-//! writes it.
+//! the culprit line) and a markdown job summary for `$GITHUB_STEP_SUMMARY`, with paths relative
+//! to the checkout ([`Paths`], shared with the JUnit report). Pure text; `run` writes it.
 
 use crate::render::Report;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Escapes the message part of a workflow command.
 fn escape_data(s: &str) -> String {
@@ -18,22 +18,56 @@ fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// `file` relative to `cwd` when it lies below it (annotations need repository-relative paths).
-fn relative(file: &str, cwd: &Path) -> String {
-    Path::new(file)
-        .strip_prefix(cwd)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| file.to_string())
+/// How source paths are shown to a CI system: relative to the checkout when they lie in it.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Where a relative path in the target (`python tests/x.py`) is resolved from: mphang's
+    /// working directory, which the command inherited.
+    pub cwd: PathBuf,
+    /// The checkout: `$GITHUB_WORKSPACE`, else GitLab's `$CI_PROJECT_DIR`, else `cwd`.
+    pub workspace: PathBuf,
+}
+
+impl Paths {
+    pub fn from_env() -> Paths {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let workspace = ["GITHUB_WORKSPACE", "CI_PROJECT_DIR"]
+            .iter()
+            .filter_map(std::env::var_os)
+            .find(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cwd.clone());
+        Paths { cwd, workspace }
+    }
+
+    /// `file` relative to the workspace when it lies below it (annotations and JUnit need
+    /// repository-relative paths), else as it is. A relative `file` is first resolved from
+    /// `cwd`, so a job that `cd`s into a subdirectory still gets `sub/x.py`.
+    pub fn relative(&self, file: &str) -> String {
+        let path = Path::new(file);
+        let absolute = if path.is_relative() {
+            self.cwd.join(path)
+        } else {
+            path.to_path_buf()
+        };
+        absolute
+            .strip_prefix(&self.workspace)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| file.to_string())
+    }
 }
 
 /// The annotation lines: `::error` per hang finding, `::warning` per warning finding, or one
 /// `::error` for the timeout itself when nothing was named.
-pub fn annotations(report: &Report, why: &str, cwd: &Path) -> String {
+pub fn annotations(report: &Report, why: &str, paths: &Paths) -> String {
     let mut out = String::new();
     for f in &report.findings {
         let mut props = Vec::new();
         if let Some(c) = &f.culprit {
-            props.push(format!("file={}", escape_property(&relative(&c.file, cwd))));
+            props.push(format!(
+                "file={}",
+                escape_property(&paths.relative(&c.file))
+            ));
             props.push(format!("line={}", c.line));
         }
         props.push(format!(
@@ -66,7 +100,13 @@ pub fn annotations(report: &Report, why: &str, cwd: &Path) -> String {
 }
 
 /// The markdown appended to `$GITHUB_STEP_SUMMARY`.
-pub fn summary(report: &Report, why: &str, command: &str, report_dir: &Path, cwd: &Path) -> String {
+pub fn summary(
+    report: &Report,
+    why: &str,
+    command: &str,
+    report_dir: &Path,
+    paths: &Paths,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## mphang: `{}` {why}\n", command.replace('`', "'"));
     if report.findings.is_empty() {
@@ -81,7 +121,7 @@ pub fn summary(report: &Report, why: &str, command: &str, report_dir: &Path, cwd
                 .map(|c| {
                     format!(
                         "`{}:{}` in `{}`",
-                        relative(&c.file, cwd),
+                        paths.relative(&c.file),
                         c.line,
                         c.function
                     )
@@ -123,10 +163,16 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        let cwd = Path::new("/repo");
-        assert_eq!(relative("/repo/src/x.py", cwd), "src/x.py");
+        let paths = Paths {
+            cwd: PathBuf::from("/repo/sub"),
+            workspace: PathBuf::from("/repo"),
+        };
+        assert_eq!(paths.relative("/repo/src/x.py"), "src/x.py");
+        // Relative to the workspace, not to the working directory.
+        assert_eq!(paths.relative("/repo/sub/x.py"), "sub/x.py");
+        assert_eq!(paths.relative("x.py"), "sub/x.py");
         assert_eq!(
-            relative("/usr/lib/python3.11/x.py", cwd),
+            paths.relative("/usr/lib/python3.11/x.py"),
             "/usr/lib/python3.11/x.py"
         );
     }
