@@ -32,6 +32,10 @@ pub enum Command {
     /// Run a command; on timeout or stall, diagnose its tree, write the report and end it.
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
+    /// Watch a running process (a pytest worker) from outside: told which test runs, diagnose
+    /// the tree when one overruns, fail it and end its children (used by the pytest plugin).
+    #[command(after_help = WATCH_AFTER_HELP)]
+    Watch(WatchArgs),
     /// Start a bundled hung program, diagnose it, and end it.
     Demo(DemoArgs),
     /// Print shell completions for SHELL.
@@ -143,6 +147,69 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The control protocol of `mphang watch`, shown by `mphang watch --help` (docs/ci.md).
+const WATCH_AFTER_HELP: &str = "\
+Control lines (one per line, UTF-8), read from --control:
+  start MS NODEID   a test starts; its timeout is MS milliseconds (- = --timeout)
+  limit MS          the running test's timeout becomes MS from its start, if that is sooner
+  end NODEID        the test ended in time
+  ack NODEID        PID failed the test on the signal (its children are then ended)
+  late NODEID       PID took the signal when no test was running (nothing is ended)
+On a timeout: the tree of PID is diagnosed, REPORT_DIR/<test>/report.{txt,json} written, one
+JSON line {nodeid, message, report, hang, patterns} written to --reply, then --signal sent to
+PID. If PID does not answer within --ack-timeout (its main thread cannot run Python code, e.g.
+blocked in C with the GIL held), PID and its whole tree are ended and mphang says so on stderr.
+mphang exits when the control input ends or PID exits. See docs/ci.md.";
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The process to watch (a pytest process) with its descendants.
+    #[arg(long)]
+    pub pid: i32,
+    /// Where control lines come from: an inherited file descriptor number, or a path (a FIFO).
+    #[arg(long, value_name = "FD|PATH")]
+    pub control: String,
+    /// Where the finding is written (one JSON line) before PID is signalled: fd number or path.
+    #[arg(long, value_name = "FD|PATH")]
+    pub reply: Option<String>,
+    /// Timeout of a test whose start line gives none.
+    #[arg(long, value_parser = parse_deadline, default_value = "10m")]
+    pub timeout: Duration,
+    /// Signal sent to PID when a test overruns (the plugin's handler fails the test).
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGUSR1", value_parser = parse_signal)]
+    pub signal: i32,
+    /// How long PID has to answer the signal before its whole tree is ended.
+    #[arg(long, value_parser = parse_deadline, default_value = "5s")]
+    pub ack_timeout: Duration,
+    /// Where each overrun test's report.txt and report.json are written (one directory each).
+    #[arg(long, value_name = "DIR", default_value = "mphang-report")]
+    pub report_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL when ending processes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Go to the background (a new session, not a child of the caller) and print its pid.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// `SIGUSR1`, `USR1` or a number.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|sig| sig as i32)
+            .map_err(|_| format!("{n} is not a signal number"));
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| format!("`{s}` is not a signal name (e.g. SIGUSR1)"))
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Python interpreter to run the bundled fixture with (default: python3 on PATH).
@@ -239,6 +306,15 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGUSR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("usr2"), Ok(libc::SIGUSR2));
+        assert_eq!(parse_signal("10"), Ok(10));
+        assert!(parse_signal("SIGNOPE").is_err());
+        assert!(parse_signal("99").is_err());
     }
 
     #[test]

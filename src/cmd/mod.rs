@@ -23,6 +23,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Report(args) => report::run(&args),
         Command::Attach(args) => attach::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Watch(args) => run::watch::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -19,6 +19,7 @@ mod junit;
 mod pidfd;
 mod signals;
 mod tree;
+pub mod watch;
 
 use crate::cli::{RunArgs, RunFormat};
 use crate::collect::{collect, CollectOptions};
@@ -102,7 +103,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         }
     };
 
-    match watch(&mut tree, args) {
+    match supervise(&mut tree, args) {
         Outcome::Exited(status) => {
             // Whatever CMD left behind (daemons, orphans) goes with it, silently.
             tree.end_all(args.grace, &interrupted);
@@ -115,7 +116,15 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             Ok(EXIT_INTERRUPTED)
         }
         Outcome::Deadline(why) => {
-            let report = diagnose(&mut tree, pid, &why, &command);
+            tree.poll();
+            let live = tree.live_pids().len();
+            let _ = writeln!(
+                std::io::stderr(),
+                "mphang: `{command}` {why}; diagnosing {live} process{} (exit statuses from {})",
+                if live == 1 { "" } else { "es" },
+                tree.status_source()
+            );
+            let report = diagnose(&mut tree, pid);
             junit(junit::Outcome::Deadline {
                 why: &why,
                 report: &report,
@@ -155,7 +164,7 @@ fn interrupted() -> bool {
 
 /// Polls the tree until CMD exits, a deadline passes, or a second SIGINT arrives; forwards
 /// SIGINT, SIGTERM and SIGHUP to CMD's process group on the way.
-fn watch(tree: &mut Tracker, args: &RunArgs) -> Outcome {
+fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
     let start = Instant::now();
     let mut last_progress = start;
     let mut forwarded = signals::Received::default();
@@ -195,20 +204,8 @@ fn watch(tree: &mut Tracker, args: &RunArgs) -> Outcome {
 /// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
 /// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
 /// report (the failure is a diagnostic), so the tree is always ended and the files written.
-fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
+pub(super) fn diagnose(tree: &mut Tracker, pid: i32) -> Report {
     tree.poll();
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "mphang: `{command}` {why}; diagnosing {} process{} (exit statuses from {})",
-        tree.live_pids().len(),
-        if tree.live_pids().len() == 1 {
-            ""
-        } else {
-            "es"
-        },
-        tree.status_source()
-    );
     let opts = CollectOptions {
         looks: 2,
         extra_roots: tree.orphans(),
@@ -330,7 +327,7 @@ fn publish(
 
 /// `report.txt` (text, no color) and `report.json` (the `mphang/report/v1` document, loadable
 /// with `mphang report --from`).
-fn write_files(report: &Report, dir: &Path) -> Result<()> {
+pub(super) fn write_files(report: &Report, dir: &Path) -> Result<()> {
     let wrap = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::WriteOutput { path, source }
@@ -374,7 +371,7 @@ fn shell_words(words: &[String]) -> String {
 }
 
 /// `5s`, `2m`, `1m30s`, `500ms`.
-fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 || ms % 1000 != 0 {
         return format!("{ms}ms");

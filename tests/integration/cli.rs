@@ -19,7 +19,15 @@ fn version_and_help() {
     );
     let o = run(&["--help"]);
     let h = String::from_utf8_lossy(&o.stdout);
-    for cmd in ["report", "attach", "run", "demo", "completions"] {
+    for cmd in [
+        "report",
+        "attach",
+        "run",
+        "watch",
+        "demo",
+        "completions",
+        "man",
+    ] {
         assert!(h.contains(cmd), "help lists {cmd}");
     }
 }
@@ -228,7 +236,15 @@ fn a_closed_stdout_ends_quietly() {
 
 #[test]
 fn color_is_an_option_of_every_command() {
-    for cmd in ["report", "attach", "run", "demo", "completions"] {
+    for cmd in [
+        "report",
+        "attach",
+        "run",
+        "watch",
+        "demo",
+        "completions",
+        "man",
+    ] {
         let o = run(&[cmd, "--help"]);
         let h = String::from_utf8_lossy(&o.stdout);
         assert!(h.contains("--color <COLOR>"), "{cmd} --help: {h}");
@@ -271,4 +287,30 @@ fn man_prints_the_page() {
     );
     let o = with_closed_stdout(&["man"]);
     assert_eq!((o.status.code(), stderr(&o).as_str()), (Some(0), ""));
+}
+
+#[test]
+fn watch_refuses_a_missing_pid_or_a_closed_control_fd() {
+    let o = run(&["watch", "--pid", "999999", "--control", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no process with pid 999999"),
+        "{}",
+        stderr(&o)
+    );
+    let me = std::process::id().to_string();
+    let o = run(&["watch", "--pid", &me, "--control", "987"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("987 is not open"), "{}", stderr(&o));
+    let o = run(&[
+        "watch",
+        "--pid",
+        &me,
+        "--control",
+        "0",
+        "--signal",
+        "SIGNOPE",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a signal name"), "{}", stderr(&o));
 }

@@ -1,5 +1,6 @@
 //! The watched tree: every descendant of `mphang run` (which is a child subreaper, so orphans and
-//! daemonised grandchildren stay below it), found by polling `/proc/PID/task/*/children`.
+//! daemonised grandchildren stay below it), found by polling `/proc/PID/task/*/children`; or, for
+//! `mphang watch`, a process mphang did not start and its descendants ([`Tracker::watching`]).
 //!
 //! Each poll reaps what was reparented to mphang (`waitpid(-1, WNOHANG)`, which gives their exit
 //! status), lists the descendants, notes the CPU time they used (for `--stall`) and moves the ones
@@ -102,6 +103,14 @@ fn read_stat(pid: i32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The start time of `pid` (clock ticks since boot) while it lives; None once it is gone or a
+/// zombie. Two reads giving the same value mean the same process (pids are reused).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    read_stat(pid)
+        .filter(|s| s.state != 'Z' && s.state != 'X')
+        .map(|s| s.start_ticks)
+}
+
 /// `/proc/PID/cmdline` split at NULs (empty for zombies and kernel threads).
 pub fn read_cmdline(pid: i32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -165,9 +174,15 @@ struct Seen {
     pidfd: Option<OwnedFd>,
 }
 
-/// Every descendant of mphang, alive and gone.
+/// Every descendant of mphang (or of the watched process), alive and gone.
 pub struct Tracker {
     me: i32,
+    /// Whose descendants are tracked: mphang itself (`run`), or the watched process, which is
+    /// then tracked too (`watch`).
+    top: i32,
+    /// Signal the command's process group too (`run`: CMD has a group of its own; a watched
+    /// process shares its group with whatever the shell started alongside it).
+    group: bool,
     child: i32,
     child_status: Option<RawStatus>,
     live: BTreeMap<i32, Seen>,
@@ -186,9 +201,12 @@ impl Tracker {
     /// `pidfds` allows and the kernel supports them, else from polling.
     pub fn new(child: i32, exits: Option<Listener>, pidfds: bool) -> Tracker {
         let pidfds = pidfds && exits.is_none() && pidfd::supported();
+        let me = std::process::id() as i32;
         Tracker {
             pidfds,
-            me: std::process::id() as i32,
+            me,
+            top: me,
+            group: true,
             child,
             child_status: None,
             live: BTreeMap::new(),
@@ -197,6 +215,27 @@ impl Tracker {
             first_seen: HashMap::new(),
             exits,
         }
+    }
+
+    /// Tracks `root` (a process mphang did not start, e.g. a pytest worker) and its
+    /// descendants. Exit statuses are not needed there, so only `/proc` is read; nothing is
+    /// signalled by process group.
+    pub fn watching(root: i32) -> Tracker {
+        Tracker {
+            top: root,
+            group: false,
+            ..Tracker::new(root, None, false)
+        }
+    }
+
+    /// Live tracked processes started at or after `ticks` (clock ticks since boot, as
+    /// [`now_ticks`]), the watched process itself excepted.
+    pub fn started_since(&self, ticks: u64) -> Vec<Pid> {
+        self.live
+            .iter()
+            .filter(|(&pid, s)| pid != self.top && s.start_ticks >= ticks)
+            .map(|(&pid, _)| Pid(pid))
+            .collect()
     }
 
     /// The command's own status once mphang reaped it.
@@ -253,9 +292,12 @@ impl Tracker {
         self.reap();
         let mut activity = 0u64;
         let mut found: BTreeMap<i32, Seen> = BTreeMap::new();
+        // The watched process is tracked like its descendants (it is "found" first).
         let mut queue = vec![self.me];
+        let mut first = (self.top != self.me).then_some(vec![self.top]);
         while let Some(parent) = queue.pop() {
-            for pid in children_of(parent) {
+            let pids = first.take().unwrap_or_else(|| children_of(parent));
+            for pid in pids {
                 if pid == self.me || found.contains_key(&pid) {
                     continue;
                 }
@@ -371,7 +413,7 @@ impl Tracker {
     /// Sends `sig` to the command's process group (while its leader is unreaped, so the group id
     /// cannot have been reused) and to every live descendant, zombies excepted.
     pub fn signal_all(&self, sig: Signal) {
-        if self.child_status.is_none() {
+        if self.group && self.child_status.is_none() {
             let _ = killpg(NixPid::from_raw(self.child), sig);
         }
         for (&pid, seen) in &self.live {
@@ -383,7 +425,7 @@ impl Tracker {
 
     /// Forwards a signal to the command's process group only.
     pub fn forward(&self, sig: Signal) {
-        if self.child_status.is_none() {
+        if self.group && self.child_status.is_none() {
             let _ = killpg(NixPid::from_raw(self.child), sig);
         }
     }
@@ -420,6 +462,72 @@ impl Tracker {
         }
         killed
     }
+
+    /// Ends exactly `pids` (those still alive as the same processes): SIGTERM and SIGCONT, up
+    /// to `grace` for them to exit, then SIGKILL until they are gone (or 10 s more passed).
+    /// A zombie counts as ended: its parent reaps it. Returns how many had to be SIGKILLed.
+    pub fn end(&mut self, pids: &[Pid], grace: Duration) -> usize {
+        self.poll();
+        let chosen: HashMap<i32, u64> = pids
+            .iter()
+            .filter_map(|p| self.live.get(&p.0).map(|s| (p.0, s.start_ticks)))
+            .collect();
+        let alive = |t: &Tracker| -> Vec<i32> {
+            chosen
+                .iter()
+                .filter(|(pid, start)| {
+                    t.live
+                        .get(pid)
+                        .is_some_and(|s| s.start_ticks == **start && s.zombie.is_none())
+                })
+                .map(|(&pid, _)| pid)
+                .collect()
+        };
+        let send = |pids: &[i32], sig: Signal| {
+            for &pid in pids {
+                let _ = kill(NixPid::from_raw(pid), sig);
+            }
+        };
+        let left = alive(self);
+        send(&left, Signal::SIGTERM);
+        send(&left, Signal::SIGCONT);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            self.poll();
+            if alive(self).is_empty() {
+                return 0;
+            }
+        }
+        let killed = alive(self).len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let left = alive(self);
+            if left.is_empty() {
+                break;
+            }
+            send(&left, Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(20));
+            self.poll();
+        }
+        killed
+    }
+}
+
+/// Clock ticks since boot now (the unit of `start_ticks` in `/proc/PID/stat`).
+pub fn now_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to. CLOCK_BOOTTIME is what stat's start time
+    // counts from.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs * hz + nanos * hz / 1_000_000_000
 }
 
 #[cfg(test)]
