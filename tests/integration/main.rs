@@ -4,6 +4,7 @@ mod cli;
 mod generated;
 mod live;
 mod native;
+mod pytest_plugin;
 mod replay;
 mod run;
 mod schema;

@@ -19,7 +19,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// The Python to run fixtures with: pyenv's 3.11.7, else `python3` on PATH.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let pinned = PathBuf::from("/root/.pyenv/versions/3.11.7/bin/python3");
     if pinned.exists() {
         return Some(pinned);
@@ -40,16 +40,16 @@ macro_rules! require_python {
 }
 
 /// A scratch directory removed on Drop.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
+    pub(crate) fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("mphang-run-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch(dir)
     }
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -61,7 +61,7 @@ impl Drop for Scratch {
 }
 
 /// `role pid` lines the fixtures append to `$MPHANG_PIDS`.
-fn recorded_pids(file: &Path) -> Vec<(String, i32)> {
+pub(crate) fn recorded_pids(file: &Path) -> Vec<(String, i32)> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
@@ -154,7 +154,7 @@ fn piped(cmd: &mut Command) -> &mut Command {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped())
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
