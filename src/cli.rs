@@ -150,7 +150,10 @@ pub struct RunArgs {
 /// The control protocol of `mphang watch`, shown by `mphang watch --help` (docs/ci.md).
 const WATCH_AFTER_HELP: &str = "\
 Control lines (one per line, UTF-8), read from --control:
-  start MS NODEID   a test starts; its timeout is MS milliseconds (- = --timeout)
+  start MS BOOT NODEID
+                    a test starts; its timeout is MS milliseconds (- = --timeout); BOOT is
+                    CLOCK_BOOTTIME in ns when it started (- = when mphang reads the line): the
+                    processes started since are the test's
   limit MS          the running test's timeout becomes MS from its start, if that is sooner
   end NODEID        the test ended in time
   ack NODEID        PID failed the test on the signal (its children are then ended)

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -264,7 +265,13 @@ class _Session:
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
         self.current = item.nodeid
-        self._send("start %d %s" % (int(self.timeout * 1000), item.nodeid))
+        # When the test starts, on the clock /proc's start times count from: the processes
+        # started after it are the test's (the watcher may read this line later).
+        try:
+            boot = str(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        except (AttributeError, OSError):
+            boot = "-"
+        self._send("start %d %s %s" % (int(self.timeout * 1000), boot, item.nodeid))
         try:
             yield
         finally:

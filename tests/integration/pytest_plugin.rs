@@ -156,6 +156,7 @@ impl Session {
         let output = child.wait_with_output().expect("wait for pytest");
         let took = started.elapsed();
         drop(killer);
+        eprintln!("pytest session {name} took {took:?}");
         let session = Session { dir, output, took };
         // Watchers exit as soon as pytest is gone; give them a moment before the check.
         let deadline = Instant::now() + Duration::from_secs(5);

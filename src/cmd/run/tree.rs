@@ -516,8 +516,6 @@ impl Tracker {
 
 /// Clock ticks since boot now (the unit of `start_ticks` in `/proc/PID/stat`).
 pub fn now_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -527,7 +525,15 @@ pub fn now_ticks() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs * hz + nanos * hz / 1_000_000_000
+    ticks_of_boot_ns(secs * 1_000_000_000 + nanos)
+}
+
+/// A CLOCK_BOOTTIME reading in nanoseconds as clock ticks (rounded down, as the kernel rounds a
+/// process's start time: a process started after the reading never has fewer ticks).
+pub fn ticks_of_boot_ns(ns: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    (u128::from(ns) * u128::from(hz) / 1_000_000_000) as u64
 }
 
 #[cfg(test)]

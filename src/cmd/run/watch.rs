@@ -11,10 +11,11 @@
 //! counts as progress for an enclosing `mphang run --stall`.
 
 use super::github::{self, Paths};
-use super::tree::{now_ticks, start_ticks, Tracker};
+use super::tree::{now_ticks, start_ticks, ticks_of_boot_ns, Tracker};
 use super::{diagnose, human, write_files, EXIT_TIMEOUT, EXIT_TIMEOUT_HANG};
 use crate::cli::WatchArgs;
 use crate::error::{Error, Result};
+use crate::model::Role;
 use crate::render::Report;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -38,7 +39,7 @@ struct Test {
     /// the descendants that started since.
     start_ticks: u64,
     limit: Duration,
-    /// PID already failed it once; overrunning again ends the tree.
+    /// PID was signalled for it once already; overrunning again ends the tree.
     failed: bool,
 }
 
@@ -53,6 +54,9 @@ impl Test {
 enum Line {
     Start {
         limit: Option<Duration>,
+        /// When the test started, CLOCK_BOOTTIME in nanoseconds, as PID read it (the watcher
+        /// may read the line later, after the test already started processes).
+        boot_ns: Option<u64>,
         nodeid: String,
     },
     Limit(Duration),
@@ -66,9 +70,11 @@ fn parse_line(line: &str) -> Option<Line> {
     let ms = |s: &str| s.parse::<u64>().ok().map(Duration::from_millis);
     match word {
         "start" => {
-            let (limit, nodeid) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (limit, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (boot, nodeid) = rest.split_once(' ').unwrap_or((rest, ""));
             Some(Line::Start {
                 limit: ms(limit).filter(|d| !d.is_zero()),
+                boot_ns: boot.parse().ok(),
                 nodeid: nodeid.to_string(),
             })
         }
@@ -80,16 +86,17 @@ fn parse_line(line: &str) -> Option<Line> {
     }
 }
 
-/// Reads whole lines from a descriptor.
+/// Reads whole lines from a descriptor into a queue; a line is taken off only when handled.
 struct Lines {
     file: File,
     buf: Vec<u8>,
+    queue: std::collections::VecDeque<String>,
     eof: bool,
 }
 
 impl Lines {
-    /// Reads what is there (call when poll says readable) and returns the complete lines.
-    fn read(&mut self) -> Vec<String> {
+    /// Reads what is there (call when poll says readable) and queues the complete lines.
+    fn read(&mut self) {
         let mut chunk = [0u8; 4096];
         match self.file.read(&mut chunk) {
             Ok(0) => self.eof = true,
@@ -97,12 +104,21 @@ impl Lines {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => self.eof = true,
         }
-        let mut out = Vec::new();
         while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.buf.drain(..=i).collect();
-            out.push(String::from_utf8_lossy(&line).trim_end().to_string());
+            self.queue
+                .push_back(String::from_utf8_lossy(&line).trim_end().to_string());
         }
-        out
+    }
+
+    /// The next queued line that parses.
+    fn next(&mut self) -> Option<Line> {
+        while let Some(l) = self.queue.pop_front() {
+            if let Some(line) = parse_line(&l) {
+                return Some(line);
+            }
+        }
+        None
     }
 }
 
@@ -239,9 +255,12 @@ impl Watcher<'_> {
         start_ticks(self.root) == Some(self.root_start)
     }
 
-    /// Waits up to `limit` (None: forever) for a control line or PID's exit. Returns the lines
-    /// read; `Exit` once the control input ended or PID is gone.
-    fn wait(&mut self, limit: Option<Duration>) -> std::result::Result<Vec<String>, i32> {
+    /// Waits up to `limit` (None: forever) for control input or PID's exit and queues what was
+    /// read. `Err` once PID is gone, or the control input ended with nothing left to handle.
+    fn wait(&mut self, limit: Option<Duration>) -> std::result::Result<(), i32> {
+        if !self.control.queue.is_empty() {
+            return Ok(());
+        }
         let limit = match (&self.pidfd, limit) {
             (Some(_), limit) => limit,
             (None, Some(l)) => Some(l.min(LIVENESS_POLL)),
@@ -264,28 +283,30 @@ impl Watcher<'_> {
             Err(_) => vec![false; fds.len()],
         };
         drop(fds);
-        let lines = if ready[0] {
-            self.control.read()
-        } else {
-            Vec::new()
-        };
+        if ready[0] {
+            self.control.read();
+        }
         if ready.get(1).copied().unwrap_or(false) || !self.root_alive() {
             return Err(0);
         }
-        if self.control.eof && lines.is_empty() {
+        if self.control.eof && self.control.queue.is_empty() {
             return Err(0);
         }
-        Ok(lines)
+        Ok(())
     }
 
     /// Folds a start/limit/end line into the current test.
     fn apply(&mut self, line: &Line) {
         match line {
-            Line::Start { limit, nodeid } => {
+            Line::Start {
+                limit,
+                boot_ns,
+                nodeid,
+            } => {
                 self.current = Some(Test {
                     nodeid: nodeid.clone(),
                     started: Instant::now(),
-                    start_ticks: now_ticks(),
+                    start_ticks: boot_ns.map(ticks_of_boot_ns).unwrap_or_else(now_ticks),
                     limit: limit.unwrap_or(self.args.timeout),
                     failed: false,
                 });
@@ -306,11 +327,10 @@ impl Watcher<'_> {
                 .current
                 .as_ref()
                 .map(|t| t.deadline().saturating_duration_since(Instant::now()));
-            let lines = match self.wait(limit) {
-                Ok(lines) => lines,
-                Err(code) => return code,
-            };
-            for line in lines.iter().filter_map(|l| parse_line(l)) {
+            if let Err(code) = self.wait(limit) {
+                return code;
+            }
+            while let Some(line) = self.control.next() {
                 self.apply(&line);
             }
             if self.control.eof {
@@ -368,7 +388,7 @@ impl Watcher<'_> {
             return self.end_everything(
                 &mut tree,
                 &format!(
-                    "{}: pytest (pid {}) is stuck again after mphang failed the test",
+                    "{}: pytest (pid {}) is still in the test a period after mphang signalled it",
                     test.nodeid, self.root
                 ),
                 &finding,
@@ -409,28 +429,51 @@ impl Watcher<'_> {
                 );
                 return self.end_everything(&mut tree, &what, &finding, &report_txt, code);
             }
-            let lines = match self.wait(Some(left)) {
-                Ok(lines) => lines,
-                Err(_) => return Next::Exit(code),
-            };
-            for line in lines.iter().filter_map(|l| parse_line(l)) {
+            if self.wait(Some(left)).is_err() {
+                return Next::Exit(code);
+            }
+            // Lines after the answer stay queued for the main loop.
+            while let Some(line) = self.control.next() {
                 match line {
                     Line::Ack => {
-                        let started = tree.started_since(test.start_ticks);
+                        // What the test started, but not the session's helpers that it happened
+                        // to start first (multiprocessing starts them again when they are gone,
+                        // with a warning).
+                        let helpers: Vec<crate::model::Pid> = report
+                            .snapshot
+                            .processes
+                            .iter()
+                            .filter(|p| matches!(p.role, Role::ResourceTracker | Role::Forkserver))
+                            .map(|p| p.pid)
+                            .collect();
+                        let mut started = tree.started_since(test.start_ticks);
+                        started.retain(|p| !helpers.contains(p));
                         tree.end(&started, self.args.grace);
-                        if let Some(t) = self.current.as_mut().filter(|t| t.nodeid == test.nodeid) {
-                            t.failed = true;
-                            t.started = Instant::now();
-                        }
+                        self.second_chance(test);
                         return Next::Go;
                     }
-                    Line::Late => return Next::Go,
+                    Line::Late => {
+                        // PID took the signal outside the test's setup, call and teardown. If
+                        // the test is still the one running, it gets one more period; then the
+                        // tree is ended.
+                        self.second_chance(test);
+                        return Next::Go;
+                    }
                     other => self.apply(&other),
                 }
             }
             if self.control.eof {
                 return Next::Exit(code);
             }
+        }
+    }
+
+    /// The test that overran, if it is still the one running, gets one more period; overrunning
+    /// that ends the tree.
+    fn second_chance(&mut self, test: &Test) {
+        if let Some(t) = self.current.as_mut().filter(|t| t.nodeid == test.nodeid) {
+            t.failed = true;
+            t.started = Instant::now();
         }
     }
 
@@ -478,6 +521,7 @@ pub fn run(args: &WatchArgs) -> Result<i32> {
         control: Lines {
             file: control,
             buf: Vec::new(),
+            queue: Default::default(),
             eof: false,
         },
         reply,
@@ -495,16 +539,18 @@ mod tests {
     #[test]
     fn control_lines() {
         assert_eq!(
-            parse_line("start 10000 tests/x.py::test_a[a b]"),
+            parse_line("start 10000 123456789 tests/x.py::test_a[a b]"),
             Some(Line::Start {
                 limit: Some(Duration::from_secs(10)),
+                boot_ns: Some(123_456_789),
                 nodeid: "tests/x.py::test_a[a b]".into()
             })
         );
         assert_eq!(
-            parse_line("start - t"),
+            parse_line("start - - t"),
             Some(Line::Start {
                 limit: None,
+                boot_ns: None,
                 nodeid: "t".into()
             })
         );
