@@ -34,6 +34,7 @@ from . import binary
 # The watcher's pid, for the fork hook (see _allow_ptrace); None when no watcher runs.
 _WATCHER_PID = None
 _FORK_HOOK = False
+_PRCTL = None
 
 # PR_SET_PTRACER (linux/prctl.h, "Ya" "ma").
 _PR_SET_PTRACER = 0x59616D61
@@ -96,15 +97,27 @@ def _allow_ptrace():
     """Names the watcher as this process's debugger (Yama ptrace_scope=1 allows a process to
     read only its descendants otherwise). Runs in pytest and, through the fork hook, in every
     process forked from it; spawn and forkserver children cannot be reached this way."""
-    if _WATCHER_PID is None:
+    if _WATCHER_PID is None or _PRCTL is None:
         return
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PTRACER, ctypes.c_ulong(_WATCHER_PID), 0, 0, 0)
+        _PRCTL(_PR_SET_PTRACER, _WATCHER_PID, 0, 0, 0)
     except Exception:
         pass
+
+
+def _load_prctl():
+    """libc's prctl, looked up once in pytest: a fork child only calls it (no dlopen there)."""
+    global _PRCTL
+    if _PRCTL is None:
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                              ctypes.c_ulong]
+            _PRCTL = prctl
+        except Exception:
+            pass
 
 
 def _arm_before(pytest_timeout):
@@ -211,6 +224,7 @@ class _Session:
         self.control, self.reply = control_w, reply_r
         self.watcher = int(out)
         _WATCHER_PID = self.watcher
+        _load_prctl()
         _allow_ptrace()
         if not _FORK_HOOK and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_allow_ptrace)
