@@ -13,6 +13,9 @@ pub fn short(b: &BlockedOn) -> String {
         BlockedOn::PipeWrite { inode, .. } => format!("write pipe:[{inode}]"),
         BlockedOn::SocketRead { inode, .. } => format!("recv socket:[{inode}]"),
         BlockedOn::SocketWrite { inode, .. } => format!("send socket:[{inode}]"),
+        BlockedOn::TcpRead { .. } | BlockedOn::TcpWrite { .. } => {
+            super::tcp::short(b).unwrap_or_default()
+        }
         BlockedOn::Accept { .. } => "accept (waits for a client)".into(),
         BlockedOn::External { what } => format!("waits on {what}"),
         BlockedOn::Semaphore { key } => format!("acquire SemLock sem {key}"),
@@ -142,6 +145,9 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
         }
         BlockedOn::Child { pid: Some(c) } => {
             format!("wait4({c}): waits for child {}", process_brief(idx, g, *c))
+        }
+        BlockedOn::TcpRead { .. } | BlockedOn::TcpWrite { .. } => {
+            super::tcp::line(idx, g, me, b).unwrap_or_else(|| short(b))
         }
         BlockedOn::Semaphore { key } => {
             let sem = idx.snap.semaphore(key);

@@ -21,6 +21,8 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                     | BlockedOn::PipeWrite { .. }
                     | BlockedOn::SocketRead { .. }
                     | BlockedOn::SocketWrite { .. }
+                    | BlockedOn::TcpRead { .. }
+                    | BlockedOn::TcpWrite { .. }
                     | BlockedOn::Semaphore { .. }
                     | BlockedOn::ThreadLock { .. }
             )

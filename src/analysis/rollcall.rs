@@ -1,0 +1,183 @@
+//! Roll call for symmetric jobs (STAT's equivalence classes, underworld3's hang report): the
+//! ranks grouped by where their main thread is, so that "3 of 4 ranks wait together at
+//! train.py:88; rank 1 (host b) is elsewhere, at data.py:40" points at the outlier, the likely
+//! culprit, while the majority shows where the collective is.
+//!
+//! Ranks are processes whose environment names a rank (`RANK`, `SLURM_PROCID`, ...; a forked
+//! child that inherited its parent's rank is not another rank); without those, the roots of the
+//! reports of a merge that run the same program.
+
+use super::graph::Graph;
+use super::index::Index;
+use super::types::{CodeLine, RankRef, RollCall, RollGroup};
+use crate::model::{Pid, ProcessSnap, ThreadRef, Tid};
+
+/// The roll call, when at least two ranks are found.
+pub fn roll_call(idx: &Index<'_>, g: &Graph) -> Option<RollCall> {
+    let ranks = ranks(idx);
+    if ranks.len() < 2 {
+        return None;
+    }
+    let mut groups: Vec<RollGroup> = Vec::new();
+    for p in &ranks {
+        let (at, line) = position(idx, g, p);
+        let member = RankRef {
+            pid: p.pid,
+            rank: p.rank,
+            host: host_name(idx, p.pid),
+            stuck: p.threads.iter().any(|t| {
+                g.stuck(ThreadRef {
+                    pid: p.pid,
+                    tid: t.tid,
+                })
+            }),
+        };
+        match groups.iter_mut().find(|gr| gr.at == at) {
+            Some(gr) => gr.members.push(member),
+            None => groups.push(RollGroup {
+                at,
+                line,
+                members: vec![member],
+            }),
+        }
+    }
+    groups.sort_by_key(|gr| {
+        (
+            std::cmp::Reverse(gr.members.len()),
+            gr.members.iter().filter_map(|m| m.rank).min(),
+        )
+    });
+    Some(RollCall {
+        ranks: ranks.len(),
+        groups,
+    })
+}
+
+/// The host a pid is on, for words (empty for a one-host snapshot without host info).
+fn host_name(idx: &Index<'_>, pid: Pid) -> String {
+    idx.snap
+        .host_of(pid)
+        .map(|h| h.name().to_string())
+        .unwrap_or_default()
+}
+
+fn ranks<'a>(idx: &Index<'a>) -> Vec<&'a ProcessSnap> {
+    let snap = idx.snap;
+    let mut by_env: Vec<&ProcessSnap> = snap
+        .processes
+        .iter()
+        .filter(|p| p.rank.is_some() && p.state != 'Z')
+        .filter(|p| {
+            idx.process(p.ppid)
+                .is_none_or(|parent| parent.rank != p.rank)
+        })
+        .collect();
+    if by_env.len() >= 2 {
+        by_env.sort_by_key(|p| (p.rank, p.pid));
+        return by_env;
+    }
+    // The roots of a merge's reports, when they run the same program.
+    let roots: Vec<&ProcessSnap> = snap
+        .hosts
+        .iter()
+        .flat_map(|h| h.sources.iter())
+        .filter_map(|s| idx.process(s.root))
+        .collect();
+    match roots.first() {
+        Some(first) if roots.iter().all(|p| program(p) == program(first)) => roots,
+        _ => Vec::new(),
+    }
+}
+
+/// What a process runs: the interpreter's script or module argument.
+fn program(p: &ProcessSnap) -> Option<&str> {
+    let args = p.cmdline.get(1..)?;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-m" {
+            return it.next().map(String::as_str);
+        }
+        if !a.starts_with('-') {
+            return Some(a.rsplit('/').next().unwrap_or(a));
+        }
+    }
+    None
+}
+
+/// Where the main thread is: its innermost user line, else its innermost frame, else its wait.
+fn position(idx: &Index<'_>, g: &Graph, p: &ProcessSnap) -> (String, Option<CodeLine>) {
+    let main = ThreadRef {
+        pid: p.pid,
+        tid: Tid(p.pid.0),
+    };
+    let py = p.main_thread().and_then(|t| t.py.as_ref());
+    if let Some(f) = py.and_then(|py| py.user_frame()) {
+        let line = CodeLine {
+            pid: main.pid,
+            tid: main.tid,
+            file: f.file.clone(),
+            line: f.line,
+            function: f.function.clone(),
+        };
+        return (
+            format!("{} in {}", f.short_location(), f.function),
+            Some(line),
+        );
+    }
+    if let Some(f) = py.and_then(|py| py.frames.first()) {
+        return (format!("{} in {}", f.short_location(), f.function), None);
+    }
+    let what = g
+        .blocked(main)
+        .map(super::describe::short)
+        .unwrap_or_else(|| "unknown".into());
+    let _ = idx;
+    (what, None)
+}
+
+/// "3 of 4 ranks wait together at train.py:88 in step; rank 1 (host b) is elsewhere, at
+/// data.py:40 in load": the sentence the text report prints.
+pub fn sentence(rc: &RollCall) -> String {
+    let Some(first) = rc.groups.first() else {
+        return String::new();
+    };
+    let who = |m: &RankRef| -> String {
+        let name = match m.rank {
+            Some(r) => format!("rank {r}"),
+            None => format!("pid {}", m.pid),
+        };
+        if m.host.is_empty() {
+            name
+        } else {
+            format!("{name} (host {})", m.host)
+        }
+    };
+    let n = first.members.len();
+    let verb = if first.members.iter().all(|m| m.stuck) {
+        "wait together"
+    } else {
+        "are"
+    };
+    let mut s = format!("{n} of {} ranks {verb} at {}", rc.ranks, first.at);
+    let rest: Vec<&RollGroup> = rc.groups[1..].iter().collect();
+    if rest.is_empty() {
+        return s;
+    }
+    if rest.iter().any(|g| g.members.len() >= n) {
+        // No majority: list every place.
+        for g in &rest {
+            s.push_str(&format!("; {} at {}", g.members.len(), g.at));
+        }
+        return s;
+    }
+    for g in rest {
+        let names: Vec<String> = g.members.iter().map(who).collect();
+        let is = if names.len() == 1 { "is" } else { "are" };
+        s.push_str(&format!(
+            "; {} {is} elsewhere, at {}",
+            names.join(", "),
+            g.at
+        ));
+    }
+    s
+}
