@@ -28,6 +28,8 @@ pub enum Command {
     Run(RunArgs),
     /// Start a bundled hung program, diagnose it, and end it.
     Demo(DemoArgs),
+    /// Merge per-host `report --json` files into one diagnosis across hosts (docs/multi-host.md).
+    Merge(MergeArgs),
     /// Print shell completions for SHELL.
     Completions {
         #[arg(value_enum)]
@@ -68,6 +70,23 @@ pub struct ReportArgs {
     pub color: ColorChoice,
     #[command(flatten)]
     pub sample: SampleArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Reports written by `mphang report --json` (or snapshots from `--save`), one or more per
+    /// host; any mphang version.
+    #[arg(required = true, value_name = "REPORT")]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON document (same format as `report --json`, host-qualified ids).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the merged snapshot to FILE (loadable with `report --from`).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// When to use colors in text output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 }
 
 #[derive(Debug, Clone, Args)]

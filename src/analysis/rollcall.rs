@@ -12,15 +12,20 @@ use super::index::Index;
 use super::types::{CodeLine, RankRef, RollCall, RollGroup};
 use crate::model::{Pid, ProcessSnap, ThreadRef, Tid};
 
-/// The roll call, when at least two ranks are found.
+/// The roll call, when at least two ranks are found. Ranks are grouped by the user frames of
+/// their main thread (the whole user stack, so that two ranks in one helper called from
+/// different places differ); each group is shown at its innermost frame that not every group
+/// shares ("wait_for_peers", not the shared `recv_line` helper below it).
 pub fn roll_call(idx: &Index<'_>, g: &Graph) -> Option<RollCall> {
     let ranks = ranks(idx);
     if ranks.len() < 2 {
         return None;
     }
-    let mut groups: Vec<RollGroup> = Vec::new();
+    // (stack keys, frames) per group, members in rank order.
+    let mut groups: Vec<(Vec<String>, Vec<Place>, Vec<RankRef>)> = Vec::new();
     for p in &ranks {
-        let (at, line) = position(idx, g, p);
+        let stack = position(g, p);
+        let keys: Vec<String> = stack.iter().map(|s| s.at.clone()).collect();
         let member = RankRef {
             pid: p.pid,
             rank: p.rank,
@@ -32,16 +37,32 @@ pub fn roll_call(idx: &Index<'_>, g: &Graph) -> Option<RollCall> {
                 })
             }),
         };
-        match groups.iter_mut().find(|gr| gr.at == at) {
-            Some(gr) => gr.members.push(member),
-            None => groups.push(RollGroup {
-                at,
-                line,
-                members: vec![member],
-            }),
+        match groups.iter_mut().find(|(k, _, _)| *k == keys) {
+            Some((_, _, members)) => members.push(member),
+            None => groups.push((keys, stack, vec![member])),
         }
     }
-    groups.sort_by_key(|gr| {
+    let shared = |key: &String| groups.iter().all(|(k, _, _)| k.contains(key));
+    let mut out: Vec<RollGroup> = groups
+        .iter()
+        .map(|(_, stack, members)| {
+            let place = stack
+                .iter()
+                .find(|s| !shared(&s.at))
+                .or(stack.first())
+                .cloned()
+                .unwrap_or(Place {
+                    at: "unknown".into(),
+                    line: None,
+                });
+            RollGroup {
+                at: place.at,
+                line: place.line,
+                members: members.clone(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|gr| {
         (
             std::cmp::Reverse(gr.members.len()),
             gr.members.iter().filter_map(|m| m.rank).min(),
@@ -49,8 +70,15 @@ pub fn roll_call(idx: &Index<'_>, g: &Graph) -> Option<RollCall> {
     });
     Some(RollCall {
         ranks: ranks.len(),
-        groups,
+        groups: out,
     })
+}
+
+/// One frame of a rank's position.
+#[derive(Clone)]
+struct Place {
+    at: String,
+    line: Option<CodeLine>,
 }
 
 /// The host a pid is on, for words (empty for a one-host snapshot without host info).
@@ -104,43 +132,55 @@ fn program(p: &ProcessSnap) -> Option<&str> {
     None
 }
 
-/// Where the main thread is: its innermost user line, else its innermost frame, else its wait.
-fn position(idx: &Index<'_>, g: &Graph, p: &ProcessSnap) -> (String, Option<CodeLine>) {
+/// Where the main thread is, innermost first: its user frames, else its innermost frame, else
+/// its wait.
+fn position(g: &Graph, p: &ProcessSnap) -> Vec<Place> {
     let main = ThreadRef {
         pid: p.pid,
         tid: Tid(p.pid.0),
     };
     let py = p.main_thread().and_then(|t| t.py.as_ref());
-    if let Some(f) = py.and_then(|py| py.user_frame()) {
-        let line = CodeLine {
-            pid: main.pid,
-            tid: main.tid,
-            file: f.file.clone(),
-            line: f.line,
-            function: f.function.clone(),
-        };
-        return (
-            format!("{} in {}", f.short_location(), f.function),
-            Some(line),
-        );
-    }
-    if let Some(f) = py.and_then(|py| py.frames.first()) {
-        return (format!("{} in {}", f.short_location(), f.function), None);
+    let at = |f: &crate::model::PyFrame| format!("{} in {}", f.short_location(), f.function);
+    if let Some(py) = py {
+        let user: Vec<Place> = py
+            .own_frames()
+            .iter()
+            .filter(|f| f.is_user_code())
+            .map(|f| Place {
+                at: at(f),
+                line: Some(CodeLine {
+                    pid: main.pid,
+                    tid: main.tid,
+                    file: f.file.clone(),
+                    line: f.line,
+                    function: f.function.clone(),
+                }),
+            })
+            .collect();
+        if !user.is_empty() {
+            return user;
+        }
+        if let Some(f) = py.frames.first() {
+            return vec![Place {
+                at: at(f),
+                line: None,
+            }];
+        }
     }
     let what = g
         .blocked(main)
         .map(super::describe::short)
         .unwrap_or_else(|| "unknown".into());
-    let _ = idx;
-    (what, None)
+    vec![Place {
+        at: what,
+        line: None,
+    }]
 }
 
 /// "3 of 4 ranks wait together at train.py:88 in step; rank 1 (host b) is elsewhere, at
-/// data.py:40 in load": the sentence the text report prints.
+/// data.py:40 in load": the sentence the text report prints. Without a majority, every place
+/// with its ranks.
 pub fn sentence(rc: &RollCall) -> String {
-    let Some(first) = rc.groups.first() else {
-        return String::new();
-    };
     let who = |m: &RankRef| -> String {
         let name = match m.rank {
             Some(r) => format!("rank {r}"),
@@ -152,32 +192,37 @@ pub fn sentence(rc: &RollCall) -> String {
             format!("{name} (host {})", m.host)
         }
     };
+    let names =
+        |g: &RollGroup| -> String { g.members.iter().map(who).collect::<Vec<_>>().join(", ") };
+    let Some((first, rest)) = rc.groups.split_first() else {
+        return String::new();
+    };
     let n = first.members.len();
     let verb = if first.members.iter().all(|m| m.stuck) {
         "wait together"
     } else {
         "are"
     };
-    let mut s = format!("{n} of {} ranks {verb} at {}", rc.ranks, first.at);
-    let rest: Vec<&RollGroup> = rc.groups[1..].iter().collect();
     if rest.is_empty() {
-        return s;
+        return format!("{n} of {} ranks {verb} at {}", rc.ranks, first.at);
     }
-    if rest.iter().any(|g| g.members.len() >= n) {
-        // No majority: list every place.
-        for g in &rest {
-            s.push_str(&format!("; {} at {}", g.members.len(), g.at));
-        }
-        return s;
+    if n < 2 || rest.iter().any(|g| g.members.len() >= n) {
+        let places: Vec<String> = rc
+            .groups
+            .iter()
+            .map(|g| format!("{} at {}", names(g), g.at))
+            .collect();
+        return format!(
+            "the {} ranks are in {} places: {}",
+            rc.ranks,
+            rc.groups.len(),
+            places.join("; ")
+        );
     }
+    let mut s = format!("{n} of {} ranks {verb} at {}", rc.ranks, first.at);
     for g in rest {
-        let names: Vec<String> = g.members.iter().map(who).collect();
-        let is = if names.len() == 1 { "is" } else { "are" };
-        s.push_str(&format!(
-            "; {} {is} elsewhere, at {}",
-            names.join(", "),
-            g.at
-        ));
+        let is = if g.members.len() == 1 { "is" } else { "are" };
+        s.push_str(&format!("; {} {is} elsewhere, at {}", names(g), g.at));
     }
     s
 }

@@ -36,11 +36,15 @@ fn scope(ip: &IpAddr, ns: (u16, u64)) -> Scope {
     }
 }
 
+/// A connection as one end sees it: (scope of its local address, local, remote).
+type ConnKey = (Scope, SocketAddr, SocketAddr);
+
 /// TCP endpoints of a snapshot, indexed once per analysis.
 #[derive(Default)]
 pub struct TcpIndex {
-    /// (scope of the local address, local, remote) -> processes holding that socket.
-    conns: HashMap<(Scope, SocketAddr, SocketAddr), Vec<Pid>>,
+    /// (scope of the local address, local, remote) -> processes holding that socket, with the
+    /// socket as each read it.
+    conns: HashMap<ConnKey, Vec<(Pid, Inode, TcpEndpoint)>>,
     /// (host, namespace, port) -> (bound address, holder) of listeners.
     listeners: HashMap<(u16, u64, u16), Vec<(IpAddr, Pid)>>,
     /// A global address -> the (host, namespace) pairs whose interfaces have it.
@@ -72,8 +76,10 @@ impl TcpIndex {
                             .conns
                             .entry((scope(&local.ip(), ns), local, remote))
                             .or_default();
-                        if !v.contains(&p.pid) {
-                            v.push(p.pid);
+                        if !v.iter().any(|(pid, _, _)| *pid == p.pid) {
+                            if let Some(inode) = f.socket_inode() {
+                                v.push((p.pid, inode, ep.clone()));
+                            }
                         }
                     }
                     _ if ep.state == TcpState::Listen => t
@@ -99,14 +105,17 @@ impl TcpIndex {
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
-    /// The processes holding the other end.
-    Held(Vec<Pid>),
+    /// The processes holding the other end, with its inode.
+    Held(Vec<(Pid, Inode)>),
     /// The connection waits in a listener's accept queue: its holders must accept it.
     Listener(Vec<Pid>),
     /// The peer closed or reset the connection: nothing more will come.
     Gone(TcpState),
     /// Data is already waiting: the wait ends by itself.
     Queued(u32),
+    /// The two ends disagree on the bytes sent: data crossed between the moments they were
+    /// read (two hosts' reports are not simultaneous), so the connection moved.
+    Moved,
     /// The other end is not in the snapshot.
     Outside(Outside),
 }
@@ -140,21 +149,27 @@ pub fn peer(idx: &Index<'_>, p: &ProcessSnap, ep: &TcpEndpoint, read: bool) -> P
     let t = &idx.tcp;
     let ns = ns_of(p);
     if let Some(holders) = t.conns.get(&(scope(&remote.ip(), ns), remote, local)) {
-        let mine: Vec<Pid> = holders
+        let mine: Vec<&(Pid, Inode, TcpEndpoint)> = holders
             .iter()
-            .copied()
-            .filter(|h| h.host() == ns.0)
+            .filter(|(h, _, _)| h.host() == ns.0)
             .collect();
-        let mut hosts: Vec<u16> = holders.iter().map(|h| h.host()).collect();
+        let mut hosts: Vec<u16> = holders.iter().map(|(h, _, _)| h.host()).collect();
         hosts.sort_unstable();
         hosts.dedup();
-        if !mine.is_empty() {
-            return Peer::Held(mine);
+        let chosen: Vec<&(Pid, Inode, TcpEndpoint)> = if !mine.is_empty() {
+            mine
+        } else if hosts.len() == 1 {
+            holders.iter().collect()
+        } else {
+            return Peer::Outside(Outside::Ambiguous);
+        };
+        if chosen
+            .iter()
+            .any(|(_, _, other)| quiet(ep, other) == Some(false))
+        {
+            return Peer::Moved;
         }
-        if hosts.len() == 1 {
-            return Peer::Held(holders.clone());
-        }
-        return Peer::Outside(Outside::Ambiguous);
+        return Peer::Held(chosen.iter().map(|(pid, ino, _)| (*pid, *ino)).collect());
     }
     // Not accepted yet: a listener on the remote port, in the namespace the address is in.
     let places: Vec<(u16, u64)> = if host_local(&remote.ip()) {
@@ -185,6 +200,19 @@ pub fn peer(idx: &Index<'_>, p: &ProcessSnap, ep: &TcpEndpoint, read: bool) -> P
         _ => Outside::Ambiguous,
     };
     Peer::Outside(outside)
+}
+
+/// Whether nothing crossed a connection between the moments its two ends were read: each
+/// side's bytes written (acknowledged + still queued) equal the other side's bytes received,
+/// except that the side that opened the connection also counts its SYN (one byte, on exactly
+/// one side). None when a kernel or report lacks the counters.
+pub fn quiet(a: &TcpEndpoint, b: &TcpEndpoint) -> Option<bool> {
+    let written = |e: &TcpEndpoint| -> Option<i128> {
+        Some(i128::from(e.bytes_acked?) + i128::from(e.wqueue))
+    };
+    let a_to_b = written(a)? - i128::from(b.bytes_received?);
+    let b_to_a = written(b)? - i128::from(a.bytes_received?);
+    Some(matches!((a_to_b, b_to_a), (1, 0) | (0, 1)))
 }
 
 /// The TCP connection behind socket `inode` of process `pid`.
@@ -223,12 +251,16 @@ pub fn providers(
         v
     };
     match peer(idx, p, ep, read) {
-        Peer::Held(pids) | Peer::Listener(pids) => Ok(threads(&pids)),
+        Peer::Held(held) => Ok(threads(&held.iter().map(|(p, _)| *p).collect::<Vec<_>>())),
+        Peer::Listener(pids) => Ok(threads(&pids)),
         Peer::Gone(_) => Ok(Vec::new()),
         Peer::Queued(n) => Err(format!("{n} bytes already wait in its receive queue")),
+        Peer::Moved => Err(MOVED.into()),
         Peer::Outside(o) => Err(outside_words(ep, &o)),
     }
 }
+
+const MOVED: &str = "the connection carried data between the moments its two ends were read";
 
 fn outside_words(ep: &TcpEndpoint, o: &Outside) -> String {
     let remote = ep
@@ -305,8 +337,13 @@ pub fn line(
     let Some((p, ep)) = endpoint(idx, me.pid, inode) else {
         return Some(head);
     };
+    let idle = ep
+        .last_recv_ms
+        .filter(|ms| *ms >= 1000)
+        .map(|ms| format!(", nothing received for {:.1} s", f64::from(ms) / 1000.0))
+        .unwrap_or_default();
     let state = format!(
-        "{}, recv-q {}, send-q {}",
+        "{}, recv-q {}, send-q {}{idle}",
         ep.state.label(),
         ep.rqueue,
         ep.wqueue
@@ -318,16 +355,115 @@ pub fn line(
             .join("; ")
     };
     let other = match peer(idx, p, ep, read) {
-        Peer::Held(pids) => format!("peer held by {}", who(&pids)),
+        Peer::Held(held) => format!(
+            "peer held by {}",
+            held.iter()
+                .map(|(pid, ino)| holder_words(idx, g, *pid, *ino))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         Peer::Listener(pids) => format!("not yet accepted by the listener in {}", who(&pids)),
         Peer::Gone(TcpState::CloseWait) => {
             "the peer closed the connection: nothing more will come".into()
         }
         Peer::Gone(_) => "the connection was reset or closed: nothing more will come".into(),
         Peer::Queued(n) => format!("{n} bytes already queued"),
+        Peer::Moved => MOVED.into(),
         Peer::Outside(o) => outside_words(ep, &o),
     };
     Some(format!("{head} ({state}); {other}"))
+}
+
+/// `fd 5: 10.0.0.1:41234 -> 10.0.0.2:29500 CLOSE-WAIT (the peer closed it); no thread reads it;
+/// 10.0.0.2 is host node-b, where node-b/7 exited (...)`: a connection whose peer is gone.
+pub fn closed_words(idx: &Index<'_>, p: &ProcessSnap, fd: i32, ep: &TcpEndpoint) -> String {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+    let how = match ep.state {
+        TcpState::CloseWait => "the peer closed it",
+        _ => "reset or closed",
+    };
+    let mut s = format!(
+        "fd {fd}: {} -> {} {} ({how}); no thread of {} reads it",
+        addr(ep.local),
+        addr(ep.remote),
+        ep.state.label(),
+        p.pid
+    );
+    let Some(remote) = ep.remote else {
+        return s;
+    };
+    let ns = ns_of(p);
+    let hosts: Vec<u16> = if host_local(&remote.ip()) {
+        vec![ns.0]
+    } else {
+        let mut v: Vec<u16> = idx
+            .tcp
+            .owners
+            .get(&remote.ip())
+            .map(|o| o.iter().map(|(h, _)| *h).collect())
+            .unwrap_or_default();
+        v.dedup();
+        v
+    };
+    match hosts.as_slice() {
+        [] => s.push_str(&format!(
+            "; {} is on a host that sent no report",
+            remote.ip()
+        )),
+        [h] => {
+            let exited: Vec<String> = idx
+                .exited()
+                .into_iter()
+                .filter(|(pid, _)| pid.host() == *h)
+                .map(|(_, what)| what)
+                .collect();
+            let place = if *h == ns.0 {
+                "this host".to_string()
+            } else {
+                format!("host {}", idx.tcp.label(*h))
+            };
+            s.push_str(&format!("; {} is {place}", remote.ip()));
+            if exited.is_empty() {
+                s.push_str(", where no process of its report holds the other end");
+            } else {
+                s.push_str(&format!(", where {}", exited.join("; ")));
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// `node-a/3 (main), whose thread 4 (store-server) waits in poll on ...`: the holder of a peer
+/// socket, named by the thread that waits on that socket when one does.
+fn holder_words(idx: &Index<'_>, g: &super::graph::Graph, pid: Pid, inode: Inode) -> String {
+    let on_it = |b: &BlockedOn| match b {
+        BlockedOn::TcpRead { inode: i, .. } | BlockedOn::TcpWrite { inode: i, .. } => *i == inode,
+        _ => false,
+    };
+    let waiter = idx
+        .threads_of(pid)
+        .into_iter()
+        .find(|t| match g.blocked(*t) {
+            Some(BlockedOn::Any { of }) => of.iter().any(on_it),
+            Some(b) => on_it(b),
+            None => false,
+        });
+    match (waiter, idx.process(pid)) {
+        (Some(t), Some(p)) => {
+            let name = p
+                .thread(t.tid)
+                .map(|th| th.display_name().to_string())
+                .unwrap_or_default();
+            format!(
+                "{}, whose thread {} ({name}) waits in {}",
+                p.label(),
+                t.tid,
+                g.blocked(t).map(super::describe::short).unwrap_or_default()
+            )
+        }
+        _ => super::describe::process_brief(idx, g, pid),
+    }
 }
 
 /// Every TCP wait whose other side is on a host that sent no report (merged snapshots only).

@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod demo;
 pub mod fixture;
+pub mod merge;
 pub mod report;
 pub mod run;
 
@@ -23,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Attach(args) => attach::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Merge(args) => merge::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

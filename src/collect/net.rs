@@ -43,30 +43,34 @@ pub fn resolve_sockets(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<NetNs> {
     let mine = net_ns_of(std::process::id() as i32);
-    // One process per namespace to enter it through; only processes holding sockets.
-    let mut by_ns: BTreeMap<u64, i32> = BTreeMap::new();
+    // One process per namespace to enter it through, and whether any holds a socket there.
+    // Every namespace's addresses are kept (they tell which host an address belongs to, even
+    // when the tree holds no socket any more); sockets are dumped where the tree has some.
+    let mut by_ns: BTreeMap<u64, (i32, bool)> = BTreeMap::new();
     for p in procs.iter() {
         let has_socket = p
             .fds
             .iter()
             .any(|f| matches!(f.kind, FdKind::Socket { .. }));
-        if let (true, Some(ns)) = (has_socket, p.net_ns) {
-            by_ns.entry(ns).or_insert(p.pid.0);
+        if let Some(ns) = p.net_ns {
+            let e = by_ns.entry(ns).or_insert((p.pid.0, false));
+            e.1 |= has_socket;
         }
     }
     let mut dumps: HashMap<u64, NsDump> = HashMap::new();
-    for (ns, via) in &by_ns {
+    for (ns, &(via, sockets)) in &by_ns {
+        let read = move || dump_here(sockets);
         let dump = if Some(*ns) == mine {
-            dump_here()
+            read()
         } else {
-            in_netns(*via, dump_here)
+            in_netns(via, read)
         };
         match dump {
             Ok(d) => {
                 dumps.insert(*ns, d);
             }
             Err(e) => diagnostics.push(Diagnostic {
-                pid: Some(Pid(*via)),
+                pid: Some(Pid(via)),
                 tid: None,
                 stage: Stage::SockDiag,
                 kind: DiagKind::Failed,
@@ -103,6 +107,9 @@ pub fn resolve_sockets(
                     remote: None,
                     rqueue: 0,
                     wqueue: 0,
+                    bytes_acked: None,
+                    bytes_received: None,
+                    last_recv_ms: None,
                 });
             }
         }
@@ -118,8 +125,14 @@ pub fn resolve_sockets(
     out
 }
 
-/// The current thread's namespace: unix sockets, TCP sockets, addresses.
-fn dump_here() -> std::io::Result<NsDump> {
+/// The current thread's namespace: its addresses, and with `sockets` its unix and TCP sockets.
+fn dump_here(sockets: bool) -> std::io::Result<NsDump> {
+    if !sockets {
+        return Ok(NsDump {
+            addrs: addrs(),
+            ..NsDump::default()
+        });
+    }
     Ok(NsDump {
         unix: sockdiag::dump_unix()?,
         tcp: sockdiag::dump_tcp()?,

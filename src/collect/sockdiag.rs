@@ -22,6 +22,7 @@ const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const TCP_LISTEN: u8 = 10;
+const INET_DIAG_INFO: u8 = 2;
 
 /// Dumps every AF_UNIX socket of mphang's network namespace: inode -> info.
 pub fn dump_unix() -> std::io::Result<HashMap<u64, UnixInfo>> {
@@ -52,7 +53,7 @@ pub fn dump_tcp() -> std::io::Result<HashMap<u64, TcpEndpoint>> {
         let mut req = Vec::with_capacity(56);
         req.push(family as u8);
         req.push(libc::IPPROTO_TCP as u8);
-        req.push(0); // idiag_ext: nothing extra
+        req.push(1 << (INET_DIAG_INFO - 1)); // idiag_ext: tcp_info
         req.push(0);
         req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
         req.extend_from_slice(&[0u8; 48]); // any socket
@@ -156,16 +157,41 @@ fn parse_inet(msg: &[u8]) -> Option<(u64, TcpEndpoint)> {
     let state = TcpState::from_kernel(state);
     let remote = (state != TcpState::Listen && (dport != 0 || !dst.is_unspecified()))
         .then_some(SocketAddr::new(dst, dport));
-    Some((
-        u64::from(inode),
-        TcpEndpoint {
-            state,
-            local: Some(SocketAddr::new(src, sport)),
-            remote,
-            rqueue: u32_at(56)?,
-            wqueue: u32_at(60)?,
-        },
-    ))
+    let mut ep = TcpEndpoint {
+        state,
+        local: Some(SocketAddr::new(src, sport)),
+        remote,
+        rqueue: u32_at(56)?,
+        wqueue: u32_at(60)?,
+        bytes_acked: None,
+        bytes_received: None,
+        last_recv_ms: None,
+    };
+    // Attributes after the 72-byte message: INET_DIAG_INFO carries struct tcp_info.
+    let mut off = 72;
+    while off + 4 <= msg.len() {
+        let alen = usize::from(u16::from_ne_bytes(msg[off..off + 2].try_into().ok()?));
+        let aty = u16::from_ne_bytes(msg[off + 2..off + 4].try_into().ok()?);
+        if alen < 4 || off + alen > msg.len() {
+            break;
+        }
+        if aty == u16::from(INET_DIAG_INFO) {
+            let info = &msg[off + 4..off + alen];
+            let u64_at = |o: usize| -> Option<u64> {
+                Some(u64::from_ne_bytes(info.get(o..o + 8)?.try_into().ok()?))
+            };
+            // struct tcp_info: tcpi_last_data_recv at 52, tcpi_bytes_acked at 120,
+            // tcpi_bytes_received at 128 (include/uapi/linux/tcp.h).
+            ep.last_recv_ms = info
+                .get(52..56)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes);
+            ep.bytes_acked = u64_at(120);
+            ep.bytes_received = u64_at(128);
+        }
+        off += (alen + 3) & !3;
+    }
+    Some((u64::from(inode), ep))
 }
 
 /// The protocol name of a socket fd (`TCP`, `TCPv6`, `UNIX`, `UDP`) from the socket's
@@ -292,9 +318,15 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
             tries += 1;
         }
+        let s = &dump_tcp().expect("dump")[&ino(server.as_raw_fd())];
+        assert_eq!(s.rqueue, 3);
+        assert_eq!(s.bytes_received, Some(3));
+        // The active opener's acknowledged bytes include its SYN (analysis::tcp::quiet).
+        let c = &dump_tcp().expect("dump")[&ino(client.as_raw_fd())];
+        assert_eq!(c.bytes_acked.map(|a| a + u64::from(c.wqueue)), Some(4));
         assert_eq!(
-            dump_tcp().expect("dump")[&ino(server.as_raw_fd())].rqueue,
-            3
+            s.bytes_acked.map(|a| a + u64::from(s.wqueue)),
+            c.bytes_received
         );
         assert_eq!(
             proto_name(std::process::id() as i32, client.as_raw_fd()).as_deref(),

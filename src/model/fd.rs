@@ -102,6 +102,16 @@ pub struct TcpEndpoint {
     pub rqueue: u32,
     /// Bytes sent and not yet acknowledged (a listener: its backlog).
     pub wqueue: u32,
+    /// `tcp_info`: bytes of this side's stream the peer has acknowledged, and bytes received
+    /// from the peer, since the connection began. With the peer's counters they tell whether
+    /// anything crossed between two hosts' reports (`analysis::tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_acked: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
+    /// `tcp_info`: milliseconds since data was last received on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recv_ms: Option<u32>,
 }
 
 /// TCP states (`include/net/tcp_states.h`).

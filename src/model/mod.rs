@@ -4,6 +4,7 @@
 //! `--from` reads, and what the replay fixtures hold. Everything downstream is a pure function
 //! of it. Wire format: JSON, schema string [`SCHEMA`], unknown fields rejected.
 
+pub mod combine;
 mod diag;
 mod fd;
 pub mod host;

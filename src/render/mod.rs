@@ -1,6 +1,8 @@
 //! Output surfaces: the [`Report`] (snapshot + analysis) rendered as text or JSON.
 
 pub mod json;
+pub mod lenient;
+mod multi;
 pub mod text;
 
 use crate::analysis::Analysis;

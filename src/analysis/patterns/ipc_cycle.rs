@@ -41,7 +41,13 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     }
     let mut starts: Vec<Pid> = edges.keys().copied().collect();
     starts.sort();
-    for s in starts {
+    // Every disjoint cycle (a merge of several hosts can hold one per host).
+    let mut out = Vec::new();
+    let mut used: Vec<Pid> = Vec::new();
+    'starts: for s in starts {
+        if used.contains(&s) {
+            continue;
+        }
         // Depth-first search for a path back to s.
         let mut stack = vec![(s, vec![])];
         while let Some((cur, path)) = stack.pop() {
@@ -49,15 +55,17 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 let mut p2: Vec<ThreadRef> = path.clone();
                 p2.push(t);
                 if q == s {
-                    return vec![finding(ctx, &p2)];
+                    used.extend(p2.iter().map(|x| x.pid));
+                    out.push(finding(ctx, &p2));
+                    continue 'starts;
                 }
-                if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) {
+                if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) && !used.contains(&q) {
                     stack.push((q, p2));
                 }
             }
         }
     }
-    Vec::new()
+    out
 }
 
 fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {
