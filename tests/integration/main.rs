@@ -2,6 +2,7 @@
 
 mod cli;
 mod live;
+mod multi_host;
 mod native;
 mod replay;
 mod run;

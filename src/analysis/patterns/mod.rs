@@ -19,6 +19,8 @@ mod peer_exited;
 mod pipe_self_eof;
 mod pool_result_handler_died;
 mod pool_worker_died;
+mod store_key_never_set;
+mod tcp_peer_closed;
 mod thread_blocks_exit;
 mod undrained_queue_at_exit;
 
@@ -90,12 +92,20 @@ pub static DETECTORS: &[Detector] = &[
         detect: pipe_self_eof::detect,
     },
     Detector {
+        id: "store_key_never_set",
+        detect: store_key_never_set::detect,
+    },
+    Detector {
         id: "ipc_cycle",
         detect: ipc_cycle::detect,
     },
     Detector {
         id: "peer_exited",
         detect: peer_exited::detect,
+    },
+    Detector {
+        id: "tcp_peer_closed",
+        detect: tcp_peer_closed::detect,
     },
     Detector {
         id: "no_live_writer",
