@@ -54,8 +54,19 @@ pub struct SampleArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
     /// Root of the process tree to diagnose.
-    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    #[arg(
+        required_unless_present_any = ["from", "job_env", "cgroup"],
+        conflicts_with_all = ["from", "job_env", "cgroup"]
+    )]
     pub pid: Option<i32>,
+    /// Instead of a pid: every Python tree on this host whose processes have NAME=VALUE in their
+    /// environment (e.g. SLURM_JOB_ID=123), for one report per node (docs/multi-host.md).
+    #[arg(long, value_name = "NAME=VALUE", conflicts_with_all = ["from", "cgroup"])]
+    pub job_env: Option<String>,
+    /// Instead of a pid: every Python tree on this host in cgroup PATH or below it (as
+    /// /proc/PID/cgroup shows it, e.g. /system.slice/slurmstepd.scope/job_123).
+    #[arg(long, value_name = "PATH", conflicts_with = "from")]
+    pub cgroup: Option<String>,
     /// Re-render a snapshot saved with --save (or a --json report) instead of a live tree.
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,

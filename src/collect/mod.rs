@@ -17,6 +17,7 @@ pub mod net;
 pub mod perms;
 pub mod procfs;
 pub mod python;
+pub mod select;
 pub mod sems;
 pub mod sockdiag;
 pub mod tree;
