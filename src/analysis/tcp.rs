@@ -98,7 +98,7 @@ impl TcpIndex {
         self.labels
             .get(&code)
             .cloned()
-            .unwrap_or_else(|| crate::model::host::label(code))
+            .unwrap_or_else(|| crate::model::host::label(code).to_string())
     }
 }
 

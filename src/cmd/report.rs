@@ -50,7 +50,8 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
 /// Prints a report to stdout; a closed pipe (`| head`) is not an error.
 pub fn emit(report: &Report, json: bool, color: bool) -> Result<()> {
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: stdout is line-buffered, and a pretty JSON report has a line per field.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let r = if json {
         render::json::write(report, &mut out)
     } else {

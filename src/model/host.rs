@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// The host a snapshot was taken on. A one-host snapshot has one; a merged snapshot one per
 /// host, each with the `label` its qualified ids carry.
@@ -69,34 +69,35 @@ impl HostInfo {
 
 /// Host labels seen by this process, in the order first seen: label `i` has code `i + 1`.
 /// Append-only, so a code never changes meaning while the process runs.
-static LABELS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+static LABELS: RwLock<Vec<Arc<str>>> = RwLock::new(Vec::new());
 
 /// The code of host `label` (1..=[`super::ids::MAX_HOSTS`]), allocating one the first time.
 /// None when every code is taken.
 pub fn code(label: &str) -> Option<u16> {
     if let Ok(labels) = LABELS.read() {
-        if let Some(i) = labels.iter().position(|l| l == label) {
+        if let Some(i) = labels.iter().position(|l| &**l == label) {
             return u16::try_from(i + 1).ok();
         }
     }
     let mut labels = LABELS.write().ok()?;
-    if let Some(i) = labels.iter().position(|l| l == label) {
+    if let Some(i) = labels.iter().position(|l| &**l == label) {
         return u16::try_from(i + 1).ok();
     }
     if labels.len() >= usize::from(super::ids::MAX_HOSTS) {
         return None;
     }
-    labels.push(label.to_string());
+    labels.push(Arc::from(label));
     u16::try_from(labels.len()).ok()
 }
 
 /// The label of host `code` (`#N` if it was never allocated, which only corrupt input causes).
-pub fn label(code: u16) -> String {
+/// Shared, not copied: every qualified id printed or serialized asks for it.
+pub fn label(code: u16) -> Arc<str> {
     LABELS
         .read()
         .ok()
         .and_then(|l| l.get(usize::from(code).checked_sub(1)?).cloned())
-        .unwrap_or_else(|| format!("#{code}"))
+        .unwrap_or_else(|| Arc::from(format!("#{code}")))
 }
 
 /// True for addresses that mean "this host" (or "this network namespace"): loopback,
@@ -118,7 +119,7 @@ mod tests {
     fn codes_are_stable_and_labels_come_back() {
         let a = code("host-test-one").expect("code");
         assert_eq!(code("host-test-one"), Some(a));
-        assert_eq!(label(a), "host-test-one");
+        assert_eq!(&*label(a), "host-test-one");
         assert!(host_local(&"127.0.0.5".parse().expect("ip")));
         assert!(host_local(&"::1".parse().expect("ip")));
         assert!(host_local(&"fe80::1".parse().expect("ip")));

@@ -12,6 +12,10 @@ pub type Notes = Vec<String>;
 /// Reads a snapshot (`mphang/snapshot/v1`) or the snapshot of a report (`mphang/report/v1`;
 /// its analysis is recomputed by whoever reads it, so the rest is not read).
 pub fn parse_snapshot(text: &str) -> Result<(Snapshot, Notes), String> {
+    // Fast path: a document this version reads as it is (typed, no intermediate tree).
+    if let Ok(s) = strict(text) {
+        return Ok((s, Vec::new()));
+    }
     let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
     let mut v = match schema {
@@ -77,6 +81,34 @@ pub fn parse_snapshot(text: &str) -> Result<(Snapshot, Notes), String> {
 enum Seg {
     Key(String),
     Index,
+}
+
+/// A snapshot, or a report's snapshot (the rest of a report is skipped, not checked).
+fn strict(text: &str) -> Result<Snapshot, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        schema: String,
+        snapshot: Option<Snapshot>,
+    }
+    if text.trim_start().starts_with('{') {
+        // Cheap test of which schema before a full typed parse.
+        let end = (0..=text.len().min(200))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let head = &text[..end];
+        if head.contains(super::REPORT_SCHEMA) {
+            let d: Doc = serde_json::from_str(text)?;
+            if d.schema == super::REPORT_SCHEMA {
+                if let Some(s) = d.snapshot {
+                    return Ok(s);
+                }
+            }
+        } else if head.contains(crate::model::SCHEMA) {
+            return serde_json::from_str(text);
+        }
+    }
+    Err(serde::de::Error::custom("not a known schema at the top"))
 }
 
 /// The text between `prefix` and the next backquote.
