@@ -20,7 +20,10 @@ pub fn short(b: &BlockedOn) -> String {
         BlockedOn::External { what } => format!("waits on {what}"),
         BlockedOn::Semaphore { key } => format!("acquire SemLock sem {key}"),
         BlockedOn::Mutex { owner_tid, .. } => match owner_tid {
-            Some(o) => format!("pthread_mutex_lock (owner TID {o})"),
+            Some(o) => format!(
+                "pthread_mutex_lock (owner TID {})",
+                crate::model::Tid(*o).local()
+            ),
             None => "pthread_mutex_lock".into(),
         },
         BlockedOn::ThreadLock { .. } => "a threading lock or condition".into(),
@@ -205,12 +208,16 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
                 let where_ = match (here, elsewhere) {
                     (true, _) => "a thread of this process".to_string(),
                     (false, Some(p)) => format!(
-                        "not a thread of this process (TID {o} lives in {})",
+                        "not a thread of this process (TID {} lives in {})",
+                        crate::model::Tid(*o).local(),
                         p.label()
                     ),
                     (false, None) => "not a thread of this process".to_string(),
                 };
-                format!("lock pthread mutex at {uaddr:#x}; owner TID {o} is {where_}")
+                format!(
+                    "lock pthread mutex at {uaddr:#x}; owner TID {} is {where_}",
+                    crate::model::Tid(*o).local()
+                )
             }
             None => format!("lock pthread mutex at {uaddr:#x} (owner unknown)"),
         },
