@@ -5,7 +5,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::{Pid, ThreadRef};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     // Process-level edges P -> Q: a stuck thread of P waits on IPC that only Q could serve.
@@ -41,9 +41,38 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     }
     let mut starts: Vec<Pid> = edges.keys().copied().collect();
     starts.sort();
-    // Every disjoint cycle (a merge of several hosts can hold one per host).
+    // One cycle per strongly connected group of waiting processes: a cycle's group is one
+    // hang; another group (another host of a merge, or an independent hang) gets its own.
     let mut out = Vec::new();
-    let mut used: Vec<Pid> = Vec::new();
+    let mut used: HashSet<Pid> = HashSet::new();
+    let mut backward: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for (p, v) in &edges {
+        for (q, _) in v {
+            backward.entry(*q).or_default().push(*p);
+        }
+    }
+    let reach = |start: Pid, next: &dyn Fn(Pid) -> Vec<Pid>| -> HashSet<Pid> {
+        let mut seen = HashSet::from([start]);
+        let mut todo = vec![start];
+        while let Some(cur) = todo.pop() {
+            for q in next(cur) {
+                if seen.insert(q) {
+                    todo.push(q);
+                }
+            }
+        }
+        seen
+    };
+    let group = |start: Pid| -> HashSet<Pid> {
+        let fwd = reach(start, &|p| {
+            edges
+                .get(&p)
+                .map(|v| v.iter().map(|(q, _)| *q).collect())
+                .unwrap_or_default()
+        });
+        let back = reach(start, &|p| backward.get(&p).cloned().unwrap_or_default());
+        fwd.intersection(&back).copied().collect()
+    };
     'starts: for s in starts {
         if used.contains(&s) {
             continue;
@@ -55,7 +84,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 let mut p2: Vec<ThreadRef> = path.clone();
                 p2.push(t);
                 if q == s {
-                    used.extend(p2.iter().map(|x| x.pid));
+                    used.extend(group(s));
                     out.push(finding(ctx, &p2));
                     continue 'starts;
                 }
