@@ -69,6 +69,8 @@ pub fn resolve_sockets(
             Ok(d) => {
                 dumps.insert(*ns, d);
             }
+            // Only addresses were wanted there: nothing the report relies on is missing.
+            Err(_) if !sockets => {}
             Err(e) => diagnostics.push(Diagnostic {
                 pid: Some(Pid(via)),
                 tid: None,
