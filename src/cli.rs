@@ -38,6 +38,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Start a bundled hung program, diagnose it, and end it.
     Demo(DemoArgs),
+    /// Merge per-host `report --json` files into one diagnosis across hosts (docs/multi-host.md).
+    Merge(MergeArgs),
     /// Print shell completions for SHELL.
     Completions {
         #[arg(value_enum)]
@@ -71,8 +73,19 @@ pub struct SampleArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
     /// Root of the process tree to diagnose.
-    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    #[arg(
+        required_unless_present_any = ["from", "job_env", "cgroup"],
+        conflicts_with_all = ["from", "job_env", "cgroup"]
+    )]
     pub pid: Option<i32>,
+    /// Instead of a pid: every Python tree on this host whose processes have NAME=VALUE in their
+    /// environment (e.g. SLURM_JOB_ID=123), for one report per node (docs/multi-host.md).
+    #[arg(long, value_name = "NAME=VALUE", conflicts_with_all = ["from", "cgroup"])]
+    pub job_env: Option<String>,
+    /// Instead of a pid: every Python tree on this host in cgroup PATH or below it (as
+    /// /proc/PID/cgroup shows it, e.g. /system.slice/slurmstepd.scope/job_123).
+    #[arg(long, value_name = "PATH", conflicts_with = "from")]
+    pub cgroup: Option<String>,
     /// Re-render a snapshot saved with --save (or a --json report) instead of a live tree.
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
@@ -84,6 +97,20 @@ pub struct ReportArgs {
     pub save: Option<PathBuf>,
     #[command(flatten)]
     pub sample: SampleArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Reports written by `mphang report --json` (or snapshots from `--save`), one or more per
+    /// host; any mphang version.
+    #[arg(required = true, value_name = "REPORT")]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON document (same format as `report --json`, host-qualified ids).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the merged snapshot to FILE (loadable with `report --from`).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

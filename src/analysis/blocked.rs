@@ -147,7 +147,12 @@ fn on_fd(p: &ProcessSnap, fd: i32, write: bool, pending: u64) -> BlockedOn {
         FdKind::File { path } => BlockedOn::External {
             what: format!("file {path}"),
         },
-        FdKind::Socket { inode } => BlockedOn::External {
+        FdKind::Socket { tcp: Some(_), .. } => {
+            super::tcp::blocked_on(e, write, pending).unwrap_or(BlockedOn::Unknown {
+                what: format!("fd {fd} (tcp)"),
+            })
+        }
+        FdKind::Socket { inode, .. } => BlockedOn::External {
             what: format!("socket:[{inode}] (network)"),
         },
         other => BlockedOn::External {

@@ -13,11 +13,17 @@ pub fn short(b: &BlockedOn) -> String {
         BlockedOn::PipeWrite { inode, .. } => format!("write pipe:[{inode}]"),
         BlockedOn::SocketRead { inode, .. } => format!("recv socket:[{inode}]"),
         BlockedOn::SocketWrite { inode, .. } => format!("send socket:[{inode}]"),
+        BlockedOn::TcpRead { .. } | BlockedOn::TcpWrite { .. } => {
+            super::tcp::short(b).unwrap_or_default()
+        }
         BlockedOn::Accept { .. } => "accept (waits for a client)".into(),
         BlockedOn::External { what } => format!("waits on {what}"),
         BlockedOn::Semaphore { key } => format!("acquire SemLock sem {key}"),
         BlockedOn::Mutex { owner_tid, .. } => match owner_tid {
-            Some(o) => format!("pthread_mutex_lock (owner TID {o})"),
+            Some(o) => format!(
+                "pthread_mutex_lock (owner TID {})",
+                crate::model::Tid(*o).local()
+            ),
             None => "pthread_mutex_lock".into(),
         },
         BlockedOn::ThreadLock { .. } => "a threading lock or condition".into(),
@@ -143,6 +149,9 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
         BlockedOn::Child { pid: Some(c) } => {
             format!("wait4({c}): waits for child {}", process_brief(idx, g, *c))
         }
+        BlockedOn::TcpRead { .. } | BlockedOn::TcpWrite { .. } => {
+            super::tcp::line(idx, g, me, b).unwrap_or_else(|| short(b))
+        }
         BlockedOn::Semaphore { key } => {
             let sem = idx.snap.semaphore(key);
             let state = sem
@@ -199,12 +208,16 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
                 let where_ = match (here, elsewhere) {
                     (true, _) => "a thread of this process".to_string(),
                     (false, Some(p)) => format!(
-                        "not a thread of this process (TID {o} lives in {})",
+                        "not a thread of this process (TID {} lives in {})",
+                        crate::model::Tid(*o).local(),
                         p.label()
                     ),
                     (false, None) => "not a thread of this process".to_string(),
                 };
-                format!("lock pthread mutex at {uaddr:#x}; owner TID {o} is {where_}")
+                format!(
+                    "lock pthread mutex at {uaddr:#x}; owner TID {} is {where_}",
+                    crate::model::Tid(*o).local()
+                )
             }
             None => format!("lock pthread mutex at {uaddr:#x} (owner unknown)"),
         },

@@ -219,6 +219,13 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
         BlockedOn::Signal => Need::Seed("waits for a signal from outside".into()),
         BlockedOn::Unknown { what } => Need::Seed(format!("{what}: cannot prove it stuck")),
         BlockedOn::Accept { .. } => Need::Providers(Vec::new()),
+        BlockedOn::TcpRead { inode, .. } | BlockedOn::TcpWrite { inode, .. } => {
+            let read = matches!(b, BlockedOn::TcpRead { .. });
+            match super::tcp::providers(idx, me, *inode, read) {
+                Ok(v) => Need::Providers(v),
+                Err(why) => Need::Seed(why),
+            }
+        }
         BlockedOn::PipeRead { inode } => holders_threads(
             idx,
             idx.pipe_holders(*inode)

@@ -20,6 +20,8 @@ pub struct Index<'a> {
     sock_holders: HashMap<Inode, Vec<Holder>>,
     sem_mappers: HashMap<SemKey, Vec<Pid>>,
     children: HashMap<Pid, Vec<Pid>>,
+    /// TCP endpoints, listeners and addresses (see [`super::tcp`]).
+    pub tcp: super::tcp::TcpIndex,
 }
 
 impl<'a> Index<'a> {
@@ -31,6 +33,7 @@ impl<'a> Index<'a> {
             sock_holders: HashMap::new(),
             sem_mappers: HashMap::new(),
             children: HashMap::new(),
+            tcp: super::tcp::TcpIndex::new(snap),
         };
         for p in &snap.processes {
             idx.procs.insert(p.pid, p);
@@ -44,7 +47,7 @@ impl<'a> Index<'a> {
                 };
                 match f.kind {
                     FdKind::Pipe { inode } => idx.pipe_holders.entry(inode).or_default().push(h),
-                    FdKind::UnixSocket { inode, .. } | FdKind::Socket { inode } => {
+                    FdKind::UnixSocket { inode, .. } | FdKind::Socket { inode, .. } => {
                         idx.sock_holders.entry(inode).or_default().push(h)
                     }
                     _ => {}

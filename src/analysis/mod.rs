@@ -11,6 +11,8 @@ pub mod describe;
 pub mod graph;
 pub mod index;
 pub mod patterns;
+pub mod rollcall;
+pub mod tcp;
 mod types;
 
 pub use types::*;
@@ -22,6 +24,10 @@ use crate::model::Snapshot;
 pub struct Analysis {
     pub threads: Vec<ThreadVerdict>,
     pub findings: Vec<Finding>,
+    /// Where the ranks of a symmetric job are, when there are ranks to call.
+    pub roll_call: Option<RollCall>,
+    /// Waits whose other side is on a host that sent no report (merged snapshots).
+    pub unknown: Vec<UnknownEdge>,
 }
 
 /// Analyses a snapshot.
@@ -45,7 +51,14 @@ pub fn analyze(snap: &Snapshot) -> Analysis {
         })
         .collect();
     let findings = patterns::run(&idx, &g);
-    Analysis { threads, findings }
+    let roll_call = rollcall::roll_call(&idx, &g);
+    let unknown = tcp::unknown_edges(&idx, &g);
+    Analysis {
+        threads,
+        findings,
+        roll_call,
+        unknown,
+    }
 }
 
 /// The merged stack of a thread that has native frames (empty otherwise).

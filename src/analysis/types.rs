@@ -3,6 +3,7 @@
 use crate::model::{Inode, Pid, SemKey, ThreadRef};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 /// What a thread waits for, resolved from its syscall, wchan, memory and stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -18,6 +19,20 @@ pub enum BlockedOn {
     SocketRead { inode: Inode, peer: Option<Inode> },
     /// Writing a unix socket with a full buffer: needs its peer to read.
     SocketWrite { inode: Inode, peer: Option<Inode> },
+    /// Reading a TCP socket whose receive queue is empty (recv, or poll for input): needs the
+    /// peer to send. The peer may be in the tree, on another host of a merge, or gone.
+    TcpRead {
+        inode: Inode,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    },
+    /// Writing a TCP socket whose send buffer is full: needs the peer to read.
+    TcpWrite {
+        inode: Inode,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+        pending: u64,
+    },
     /// `accept` on a listening socket: waits for a client.
     Accept { inode: Option<Inode> },
     /// A socket or file whose other side is outside the tree (network, tty, file).
@@ -134,4 +149,49 @@ pub struct Finding {
     pub evidence: Vec<String>,
     /// `docs/patterns/<id>.md`.
     pub doc: String,
+}
+
+/// A wait whose other side is on a host that sent no report (merged snapshots): "unknown",
+/// never the basis of a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownEdge {
+    pub thread: ThreadRef,
+    /// What it waits on (`recv tcp 10.0.0.1:41234 -> 10.0.0.3:29500`).
+    pub waits_on: String,
+    /// The address nobody reported.
+    pub remote: SocketAddr,
+}
+
+/// Where the ranks of a symmetric job are (one group per innermost user line of their main
+/// threads), largest group first: "3 of 4 ranks wait together at train.py:88; rank 1 (host b)
+/// is elsewhere, at data.py:40".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollCall {
+    /// How many ranks were found.
+    pub ranks: usize,
+    pub groups: Vec<RollGroup>,
+}
+
+/// Ranks at one place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollGroup {
+    /// `train.py:88 in wait_for_key`, or what the main thread does when no user frame is known.
+    pub at: String,
+    /// The code line, when there is one.
+    pub line: Option<CodeLine>,
+    pub members: Vec<RankRef>,
+}
+
+/// One rank: its process, rank number (from the environment) and host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankRef {
+    pub pid: Pid,
+    pub rank: Option<u32>,
+    pub host: String,
+    /// At least one of its threads is proven stuck.
+    pub stuck: bool,
 }

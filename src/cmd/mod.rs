@@ -4,6 +4,7 @@ pub mod attach;
 pub mod demo;
 pub mod fixture;
 pub mod man;
+pub mod merge;
 pub mod report;
 pub mod run;
 
@@ -25,6 +26,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Run(args) => run::run(&args),
         Command::Watch(args) => run::watch::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Merge(args) => merge::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -1,6 +1,7 @@
 //! `mphang report <pid> | --from FILE`: one-shot diagnosis, text or JSON; exit 0/1/2.
 
 use crate::cli::ReportArgs;
+use crate::collect::select::{self, Selector};
 use crate::collect::{self, CollectOptions};
 use crate::error::{Error, Result};
 use crate::model::{Pid, Snapshot};
@@ -8,18 +9,29 @@ use crate::render::{self, Report};
 use std::io::Write;
 
 pub fn run(args: &ReportArgs) -> Result<i32> {
-    let snap = match (&args.from, args.pid) {
-        (Some(path), _) => load(path)?,
-        (None, Some(pid)) => collect::collect(
-            Pid(pid),
-            &CollectOptions {
-                looks: args.sample.samples,
-                interval: args.sample.interval,
-                native: !args.sample.nonblocking,
-                ..CollectOptions::default()
-            },
-        )?,
-        (None, None) => return Err(Error::Usage("name a pid or --from FILE".into())),
+    let opts = CollectOptions {
+        looks: args.sample.samples,
+        interval: args.sample.interval,
+        native: !args.sample.nonblocking,
+        ..CollectOptions::default()
+    };
+    let selector = match (&args.job_env, &args.cgroup) {
+        (Some(spec), _) => Some(Selector::env(spec)?),
+        (None, Some(path)) => Some(Selector::Cgroup(path.clone())),
+        (None, None) => None,
+    };
+    let snap = match (&args.from, args.pid, selector) {
+        (Some(path), _, _) => load(path)?,
+        (None, Some(pid), _) => collect::collect(Pid(pid), &opts)?,
+        (None, None, Some(sel)) => {
+            let roots = select::roots(&sel)?;
+            let opts = CollectOptions {
+                extra_roots: roots[1..].to_vec(),
+                ..opts
+            };
+            collect::collect(roots[0], &opts)?
+        }
+        (None, None, None) => return Err(Error::Usage("name a pid or --from FILE".into())),
     };
     if let Some(path) = &args.save {
         save(path, &snap)?;
@@ -38,7 +50,8 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
 pub fn emit(report: &Report, json: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let r = if json {
-        let mut out = stdout.lock();
+        // Buffered: stdout is line-buffered, and a pretty JSON report has a line per field.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
         render::json::write(report, &mut out).and_then(|()| out.flush())
     } else {
         let mut out = anstream::AutoStream::auto(stdout.lock());

@@ -260,6 +260,7 @@ fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
         interval_ms: 0,
         collect_ms: 0,
         max_stop_us: None,
+        hosts: crate::collect::host::this_host(&[]).into_iter().collect(),
         processes: Vec::new(),
         pipes: Vec::new(),
         semaphores: Vec::new(),

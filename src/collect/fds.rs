@@ -54,7 +54,10 @@ pub fn classify(target: &str) -> FdKind {
         return FdKind::Pipe { inode: Inode(ino) };
     }
     if let Some(ino) = bracket("socket:") {
-        return FdKind::Socket { inode: Inode(ino) };
+        return FdKind::Socket {
+            inode: Inode(ino),
+            tcp: None,
+        };
     }
     if let Some(name) = target.strip_prefix("anon_inode:") {
         return match name {
@@ -116,7 +119,13 @@ mod tests {
     #[test]
     fn classify_targets() {
         assert_eq!(classify("pipe:[6692]"), FdKind::Pipe { inode: Inode(6692) });
-        assert_eq!(classify("socket:[77]"), FdKind::Socket { inode: Inode(77) });
+        assert_eq!(
+            classify("socket:[77]"),
+            FdKind::Socket {
+                inode: Inode(77),
+                tcp: None
+            }
+        );
         assert_eq!(classify("anon_inode:[eventfd]"), FdKind::EventFd);
         assert_eq!(
             classify("anon_inode:inotify"),

@@ -9,21 +9,24 @@
 
 pub mod decode;
 pub mod fds;
+pub mod host;
 pub mod locks;
 pub mod memory;
 pub mod native;
+pub mod net;
 pub mod perms;
 pub mod procfs;
 pub mod python;
+pub mod select;
 pub mod sems;
 pub mod sockdiag;
 pub mod tree;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    DiagKind, Diagnostic, FdKind, FutexRegion, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap,
-    Role, SemKey, SemMapping, SemaphoreSnap, Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap,
-    Tid, SCHEMA,
+    DiagKind, Diagnostic, FutexRegion, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap, Role,
+    SemKey, SemMapping, SemaphoreSnap, Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap, Tid,
+    SCHEMA,
 };
 use procfs::MapEntry;
 use std::collections::{BTreeMap, HashMap};
@@ -227,23 +230,10 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         .map(|(inode, (pid, fd))| fds::query_pipe(*pid, *fd, *inode))
         .collect();
 
-    if procs.iter().any(|r| {
-        r.snap
-            .fds
-            .iter()
-            .any(|f| matches!(f.kind, FdKind::Socket { .. }))
-    }) {
-        match sockdiag::dump_unix() {
-            Ok(all) => upgrade_sockets(&mut procs, &all),
-            Err(e) => diagnostics.push(Diagnostic {
-                pid: None,
-                tid: None,
-                stage: Stage::SockDiag,
-                kind: DiagKind::Failed,
-                message: format!("unix socket peers unavailable: {e}"),
-            }),
-        }
-    }
+    let net_ns = {
+        let mut snaps: Vec<&mut ProcessSnap> = procs.iter_mut().map(|r| &mut r.snap).collect();
+        net::resolve_sockets(&mut snaps, &mut diagnostics)
+    };
 
     phase("pipes+sockets");
     let layouts: HashMap<i32, Option<String>> = procs
@@ -285,6 +275,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         interval_ms: opts.interval.as_millis() as u64,
         collect_ms,
         max_stop_us,
+        hosts: host::this_host(&net_ns).into_iter().collect(),
         processes,
         pipes,
         semaphores,
@@ -430,6 +421,8 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             pid: Pid(pid),
             ppid: Pid(st.ppid),
             ns_pid,
+            net_ns: net::net_ns_of(pid),
+            rank: host::rank_of(pid),
             comm: st.comm,
             cmdline,
             exe,
@@ -546,24 +539,6 @@ fn pipe_refs(procs: &[Raw]) -> BTreeMap<Inode, (i32, i32)> {
         }
     }
     m
-}
-
-fn upgrade_sockets(procs: &mut [Raw], all: &HashMap<u64, sockdiag::UnixInfo>) {
-    for r in procs.iter_mut() {
-        for f in &mut r.snap.fds {
-            if let FdKind::Socket { inode } = f.kind {
-                if let Some(u) = all.get(&inode.0) {
-                    f.kind = FdKind::UnixSocket {
-                        inode,
-                        peer: u.peer.map(Inode),
-                        path: u.path.clone(),
-                        listening: u.listening,
-                        rqueue: u.rqueue,
-                    };
-                }
-            }
-        }
-    }
 }
 
 fn semaphores(

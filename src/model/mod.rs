@@ -6,16 +6,20 @@
 //! when read, so newer writers can add fields. docs/snapshot.schema.json is generated from these
 //! types.
 
+pub mod combine;
 mod diag;
 mod fd;
+pub mod host;
 mod ids;
 pub mod merge;
 mod process;
+pub mod qualify;
 mod stack;
 mod syscall;
 
 pub use diag::{DiagKind, Diagnostic, Stage};
-pub use fd::{Access, FdEntry, FdKind, PipeSnap};
+pub use fd::{Access, FdEntry, FdKind, PipeSnap, TcpEndpoint, TcpState};
+pub use host::{HostInfo, NetNs};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
 pub use process::{ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap};
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
@@ -52,6 +56,10 @@ pub struct Snapshot {
     /// (absent when nothing was stopped: `--nonblocking`, or a snapshot without native stacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_stop_us: Option<u64>,
+    /// The host it was taken on (one entry), or every host of a merged snapshot (one entry
+    /// per host, each labelled; ids are then host-qualified). Empty in older snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostInfo>,
     /// The tree, parents before children.
     pub processes: Vec<ProcessSnap>,
     /// Every pipe any process in the tree holds, once each.
@@ -121,5 +129,14 @@ impl Snapshot {
     }
     pub fn semaphore(&self, key: &SemKey) -> Option<&SemaphoreSnap> {
         self.semaphores.iter().find(|s| &s.key == key)
+    }
+    /// The host a (possibly qualified) pid lives on, when the snapshot records hosts.
+    pub fn host_of(&self, pid: Pid) -> Option<&HostInfo> {
+        let code = pid.host();
+        self.hosts.iter().find(|h| h.code() == code)
+    }
+    /// True for a snapshot merged from several hosts (`mphang merge`).
+    pub fn is_merged(&self) -> bool {
+        self.hosts.iter().any(|h| h.label.is_some())
     }
 }

@@ -58,6 +58,13 @@ pub struct ProcessSnap {
     /// The pid inside the target's own PID namespace, when it differs (last `NSpid` field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ns_pid: Option<i32>,
+    /// Inode of its network namespace (`/proc/PID/ns/net`): TCP loopback is scoped by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_ns: Option<u64>,
+    /// Its rank in a distributed job, from the environment (`RANK`, `SLURM_PROCID`,
+    /// `OMPI_COMM_WORLD_RANK`, `PMI_RANK`); no other variable is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
     pub comm: String,
     pub cmdline: Vec<String>,
     pub exe: Option<String>,
@@ -130,6 +137,10 @@ pub struct SemMapping {
 impl ProcessSnap {
     pub fn thread(&self, tid: Tid) -> Option<&ThreadSnap> {
         self.threads.iter().find(|t| t.tid == tid)
+    }
+    /// The fd numbered `fd`.
+    pub fn fd(&self, fd: i32) -> Option<&super::fd::FdEntry> {
+        self.fds.iter().find(|e| e.fd == fd)
     }
     pub fn is_python(&self) -> bool {
         self.python_version.is_some()

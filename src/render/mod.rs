@@ -1,6 +1,8 @@
 //! Output surfaces: the [`Report`] (snapshot + analysis) rendered as text or JSON.
 
 pub mod json;
+pub mod lenient;
+mod multi;
 pub mod text;
 
 use crate::analysis::Analysis;
@@ -21,6 +23,12 @@ pub struct Report {
     pub hang: bool,
     pub findings: Vec<crate::analysis::Finding>,
     pub threads: Vec<crate::analysis::ThreadVerdict>,
+    /// Where the ranks of a symmetric job are (two or more ranks found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll_call: Option<crate::analysis::RollCall>,
+    /// Waits whose other side is on a host that sent no report (`mphang merge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<crate::analysis::UnknownEdge>,
     pub snapshot: Snapshot,
 }
 
@@ -35,6 +43,8 @@ impl Report {
             hang,
             findings: analysis.findings,
             threads: analysis.threads,
+            roll_call: analysis.roll_call,
+            unknown: analysis.unknown,
             snapshot,
         }
     }

@@ -60,23 +60,36 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
     let p = Paint { on: opts.color };
     let s = &report.snapshot;
     let nthreads: usize = s.processes.iter().map(|p| p.threads.len()).sum();
-    writeln!(
-        out,
-        "{} tree of {}: {} processes, {} threads; {} look{}{}, collected in {} ms",
-        p.bold("mphang"),
-        s.root,
-        s.processes.len(),
-        nthreads,
-        s.looks,
-        if s.looks == 1 { "" } else { "s" },
-        if s.looks > 1 {
-            format!(" {} ms apart", s.interval_ms)
-        } else {
-            String::new()
-        },
-        s.collect_ms
-    )?;
+    if s.is_merged() {
+        super::multi::header(report, out)?;
+    } else {
+        writeln!(
+            out,
+            "{} tree of {}: {} processes, {} threads; {} look{}{}, collected in {} ms",
+            p.bold("mphang"),
+            s.root,
+            s.processes.len(),
+            nthreads,
+            s.looks,
+            if s.looks == 1 { "" } else { "s" },
+            if s.looks > 1 {
+                format!(" {} ms apart", s.interval_ms)
+            } else {
+                String::new()
+            },
+            s.collect_ms
+        )?;
+    }
     writeln!(out)?;
+    if let Some(rc) = &report.roll_call {
+        writeln!(
+            out,
+            "{} {}",
+            p.bold("ROLL CALL:"),
+            crate::analysis::rollcall::sentence(rc)
+        )?;
+        writeln!(out)?;
+    }
     let denied: Vec<&crate::model::Diagnostic> = s
         .diagnostics
         .iter()
@@ -115,6 +128,21 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
     }
     for (i, f) in report.findings.iter().enumerate() {
         finding(&p, report, f, i + 1, out)?;
+    }
+    if !report.unknown.is_empty() {
+        writeln!(
+            out,
+            "{} waits on hosts that sent no report (no verdict rests on them):",
+            p.yellow("UNKNOWN:")
+        )?;
+        for u in &report.unknown {
+            writeln!(
+                out,
+                "  {}/{} {}: {} is on a host that sent no report",
+                u.thread.pid, u.thread.tid, u.waits_on, u.remote
+            )?;
+        }
+        writeln!(out)?;
     }
     writeln!(out, "{}", p.bold("PROCESSES"))?;
     tree(&p, report, out)?;
@@ -288,7 +316,12 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
     for pr in procs {
         visit(pr, procs, &mut order);
     }
+    let mut host = None;
     for pr in order {
+        if report.snapshot.is_merged() && host != Some(pr.pid.host()) {
+            host = Some(pr.pid.host());
+            super::multi::host_line(report, pr.pid, out)?;
+        }
         let d = depth(report, pr);
         let pad = "  ".repeat(d);
         let py = pr
@@ -298,8 +331,9 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
             .unwrap_or_else(|| "not Python".into());
         writeln!(
             out,
-            "{pad}{} {} [{}] {}  {}",
+            "{pad}{}{} {} [{}] {}  {}",
             p.bold(&pr.pid.to_string()),
+            pr.rank.map(|r| format!(" rank {r}")).unwrap_or_default(),
             pr.role.label(),
             pr.state,
             p.dim(&py),

@@ -354,6 +354,8 @@ pub fn wait_reason(t: &ThreadSnap, verdict: Option<&BlockedOn>) -> String {
         BlockedOn::PipeWrite { .. } => "pipe write",
         BlockedOn::SocketRead { .. } => "socket read",
         BlockedOn::SocketWrite { .. } => "socket write",
+        BlockedOn::TcpRead { .. } => "tcp read",
+        BlockedOn::TcpWrite { .. } => "tcp write",
         BlockedOn::Accept { .. } => "accept",
         BlockedOn::External { .. } => "io wait",
         BlockedOn::Semaphore { .. } => "semaphore",

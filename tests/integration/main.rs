@@ -3,6 +3,7 @@
 mod cli;
 mod generated;
 mod live;
+mod multi_host;
 mod native;
 mod pytest_plugin;
 mod replay;

@@ -5,7 +5,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::{Pid, ThreadRef};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     // Process-level edges P -> Q: a stuck thread of P waits on IPC that only Q could serve.
@@ -21,6 +21,8 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                     | BlockedOn::PipeWrite { .. }
                     | BlockedOn::SocketRead { .. }
                     | BlockedOn::SocketWrite { .. }
+                    | BlockedOn::TcpRead { .. }
+                    | BlockedOn::TcpWrite { .. }
                     | BlockedOn::Semaphore { .. }
                     | BlockedOn::ThreadLock { .. }
             )
@@ -39,7 +41,42 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     }
     let mut starts: Vec<Pid> = edges.keys().copied().collect();
     starts.sort();
-    for s in starts {
+    // One cycle per strongly connected group of waiting processes: a cycle's group is one
+    // hang; another group (another host of a merge, or an independent hang) gets its own.
+    let mut out = Vec::new();
+    let mut used: HashSet<Pid> = HashSet::new();
+    let mut backward: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for (p, v) in &edges {
+        for (q, _) in v {
+            backward.entry(*q).or_default().push(*p);
+        }
+    }
+    let reach = |start: Pid, next: &dyn Fn(Pid) -> Vec<Pid>| -> HashSet<Pid> {
+        let mut seen = HashSet::from([start]);
+        let mut todo = vec![start];
+        while let Some(cur) = todo.pop() {
+            for q in next(cur) {
+                if seen.insert(q) {
+                    todo.push(q);
+                }
+            }
+        }
+        seen
+    };
+    let group = |start: Pid| -> HashSet<Pid> {
+        let fwd = reach(start, &|p| {
+            edges
+                .get(&p)
+                .map(|v| v.iter().map(|(q, _)| *q).collect())
+                .unwrap_or_default()
+        });
+        let back = reach(start, &|p| backward.get(&p).cloned().unwrap_or_default());
+        fwd.intersection(&back).copied().collect()
+    };
+    'starts: for s in starts {
+        if used.contains(&s) {
+            continue;
+        }
         // Depth-first search for a path back to s.
         let mut stack = vec![(s, vec![])];
         while let Some((cur, path)) = stack.pop() {
@@ -47,15 +84,17 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 let mut p2: Vec<ThreadRef> = path.clone();
                 p2.push(t);
                 if q == s {
-                    return vec![finding(ctx, &p2)];
+                    used.extend(group(s));
+                    out.push(finding(ctx, &p2));
+                    continue 'starts;
                 }
-                if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) {
+                if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) && !used.contains(&q) {
                     stack.push((q, p2));
                 }
             }
         }
     }
-    Vec::new()
+    out
 }
 
 fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {

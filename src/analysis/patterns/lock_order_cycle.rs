@@ -57,7 +57,12 @@ fn holders_of(ctx: &Ctx<'_>, t: ThreadRef) -> Option<Vec<ThreadRef>> {
 
 fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
     let stuck = ctx.open_stuck();
+    // Every disjoint cycle (a merge of several hosts can hold one per host).
+    let mut out: Vec<Finding> = Vec::new();
     for start in &stuck {
+        if out.iter().any(|f| f.threads.contains(start)) {
+            continue;
+        }
         let mut path = vec![*start];
         let mut cur = *start;
         while let Some(next) =
@@ -65,16 +70,17 @@ fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
         {
             if let Some(i) = path.iter().position(|p| *p == next) {
                 let cycle = path[i..].to_vec();
-                if cycle.len() < 2 {
+                if cycle.len() < 2 || out.iter().any(|f| f.threads.contains(&cycle[0])) {
                     break;
                 }
-                return vec![finding(ctx, &cycle, "each holds a lock the next one waits for (the holders come from the SemLock objects' count and last_tid, or the mutex __owner)")];
+                out.push(finding(ctx, &cycle, "each holds a lock the next one waits for (the holders come from the SemLock objects' count and last_tid, or the mutex __owner)"));
+                break;
             }
             path.push(next);
             cur = next;
         }
     }
-    Vec::new()
+    out
 }
 
 fn within_process(ctx: &Ctx<'_>) -> Vec<Finding> {

@@ -19,6 +19,8 @@ mod peer_exited;
 mod pipe_self_eof;
 mod pool_result_handler_died;
 mod pool_worker_died;
+mod store_key_never_set;
+mod tcp_peer_closed;
 mod thread_blocks_exit;
 mod undrained_queue_at_exit;
 
@@ -27,7 +29,7 @@ use super::graph::Graph;
 use super::index::Index;
 use super::types::{BlockedOn, ChainLink, CodeLine, Finding, Severity};
 use crate::model::{Pid, PyThread, ThreadRef, Tid};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// What a detector sees.
 pub struct Ctx<'a> {
@@ -90,12 +92,20 @@ pub static DETECTORS: &[Detector] = &[
         detect: pipe_self_eof::detect,
     },
     Detector {
+        id: "store_key_never_set",
+        detect: store_key_never_set::detect,
+    },
+    Detector {
         id: "ipc_cycle",
         detect: ipc_cycle::detect,
     },
     Detector {
         id: "peer_exited",
         detect: peer_exited::detect,
+    },
+    Detector {
+        id: "tcp_peer_closed",
+        detect: tcp_peer_closed::detect,
     },
     Detector {
         id: "no_live_writer",
@@ -140,22 +150,32 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
 
 /// Stuck threads whose providers lead only into one finding's threads join that finding.
 fn attach_dependents(ctx: &Ctx<'_>, findings: &mut [Finding]) {
+    if findings.is_empty() {
+        return;
+    }
+    // The first finding holding each thread (kept up to date as threads are attached).
+    let mut owner: HashMap<ThreadRef, usize> = HashMap::new();
+    for (i, f) in findings.iter().enumerate() {
+        for t in &f.threads {
+            owner.entry(*t).or_insert(i);
+        }
+    }
     for t in ctx.g.order.iter().copied() {
         if !ctx.g.stuck(t) || ctx.explained.contains(&t) || ctx.zombie(t) {
             continue;
         }
         // Breadth-first over stuck providers until an explained thread is met.
         let mut seen = HashSet::from([t]);
-        let mut frontier = vec![t];
+        let mut frontier = VecDeque::from([t]);
         let mut hit = None;
-        while let Some(cur) = frontier.pop() {
+        while let Some(cur) = frontier.pop_front() {
             for p in ctx.g.providers(cur) {
-                if let Some(i) = findings.iter().position(|f| f.threads.contains(p)) {
-                    hit = Some(i);
+                if let Some(i) = owner.get(p) {
+                    hit = Some(*i);
                     break;
                 }
                 if seen.insert(*p) && ctx.g.stuck(*p) {
-                    frontier.insert(0, *p);
+                    frontier.push_back(*p);
                 }
             }
             if hit.is_some() {
@@ -165,6 +185,7 @@ fn attach_dependents(ctx: &Ctx<'_>, findings: &mut [Finding]) {
         if let Some(i) = hit {
             findings[i].threads.push(t);
             findings[i].pids.push(t.pid);
+            owner.entry(t).or_insert(i);
         }
     }
 }

@@ -81,6 +81,8 @@ fn process(
         pid,
         ppid,
         ns_pid: None,
+        net_ns: None,
+        rank: None,
         comm: "python3".into(),
         cmdline: vec![
             "/root/.pyenv/versions/3.11.7/bin/python3".into(),
@@ -224,6 +226,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         interval_ms: 1000,
         collect_ms: 38,
         max_stop_us: None,
+        hosts: Vec::new(),
         processes: vec![
             process(
                 PARENT,
@@ -346,6 +349,8 @@ pub fn report(later_ms: u64) -> Report {
         hang: true,
         findings: vec![finding],
         threads,
+        roll_call: None,
+        unknown: Vec::new(),
         snapshot: snapshot(later_ms),
     }
 }
