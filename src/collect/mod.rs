@@ -535,17 +535,22 @@ fn add_python(procs: &mut [Raw], workers: usize) {
     }
 }
 
-/// One (pid, fd) through which each pipe inode can be queried.
+/// One (pid, fd) through which each pipe inode can be queried: a write end when the tree holds
+/// one (see [`fds::query_pipe`]: a write end is the safest to measure through).
 fn pipe_refs(procs: &[Raw]) -> BTreeMap<Inode, (i32, i32)> {
-    let mut m = BTreeMap::new();
+    let mut m: BTreeMap<Inode, (i32, i32, bool)> = BTreeMap::new();
     for r in procs {
         for f in &r.snap.fds {
             if let Some(ino) = f.pipe_inode() {
-                m.entry(ino).or_insert((r.snap.pid.0, f.fd));
+                let write = f.access.can_write();
+                let e = m.entry(ino).or_insert((r.snap.pid.0, f.fd, write));
+                if write && !e.2 {
+                    *e = (r.snap.pid.0, f.fd, write);
+                }
             }
         }
     }
-    m
+    m.into_iter().map(|(k, (p, f, _))| (k, (p, f))).collect()
 }
 
 fn upgrade_sockets(procs: &mut [Raw], all: &HashMap<u64, sockdiag::UnixInfo>) {

@@ -5,5 +5,6 @@ mod live;
 mod native;
 mod replay;
 mod run;
+mod safety;
 mod tui;
 mod util;
