@@ -825,10 +825,13 @@ fn holders(
 }
 
 /// Native stacks of every live process, one cache for the tree (forked children share their
-/// parent's files). Returns the longest time any thread was held stopped, in microseconds.
+/// parent's files), all stops done by one ptrace helper process (`native::helper`) when the
+/// binary provides one. Returns the longest time any thread was held stopped, in microseconds.
 fn add_native(procs: &mut [Raw]) -> u64 {
     let mut cache = native::NativeCache::new();
+    let mut stopper = native::Stopper::for_collection();
     let mut max_stop = std::time::Duration::ZERO;
+    let mut holds = Vec::new();
     let me = std::process::id() as i32;
     for r in procs.iter_mut() {
         if r.snap.state == 'Z' || r.snap.pid.0 == me {
@@ -838,14 +841,16 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         // The maps read moments ago by `read_process`: not read a second time.
         let maps: Vec<native::maps::MapEntry> =
             r.maps.iter().map(native::maps::MapEntry::from).collect();
-        let sample = native::sample_with_maps(
+        let sample = native::sample_with_stopper(
             r.snap.pid,
             &tids,
             &maps,
             &mut cache,
             &native::SampleOptions::default(),
+            &mut stopper,
         );
         max_stop = max_stop.max(sample.max_stop);
+        holds.extend(sample.holds);
         for nt in sample.threads {
             if let Some(t) = r.snap.threads.iter_mut().find(|t| t.tid == nt.tid) {
                 t.native = Some(nt.frames);
@@ -853,7 +858,34 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         }
         r.diags.extend(sample.diagnostics);
     }
+    if std::env::var_os("MPHANG_TRACE").is_some() {
+        trace_holds(&holds, &stopper);
+    }
     max_stop.as_micros() as u64
+}
+
+/// `MPHANG_TRACE`: the distribution of per-thread stop times (scripts/bench.py reads it).
+fn trace_holds(holds: &[native::ptrace::Hold], stopper: &native::Stopper) {
+    let pct = |mut v: Vec<u128>| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        v.sort_unstable();
+        let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+        format!("{}/{}/{}", at(50), at(95), v[v.len() - 1])
+    };
+    let total = pct(holds.iter().map(|h| h.total.as_micros()).collect());
+    let after = pct(holds.iter().map(|h| h.after_stop.as_micros()).collect());
+    let who = match stopper {
+        native::Stopper::InProcess => "in-process",
+        native::Stopper::Helper { .. } if stopper.realtime() => "helper, SCHED_FIFO",
+        native::Stopper::Helper { .. } => "helper",
+    };
+    eprintln!(
+        "stops: {} threads ({who}); interrupt->detach us p50/p95/max {total}; \
+         stop reported->detach us p50/p95/max {after}",
+        holds.len()
+    );
 }
 
 /// Mutex owners read from target memory are TIDs of the target's PID namespace. For processes

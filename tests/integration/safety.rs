@@ -2,4 +2,5 @@
 //! target thread stopped, target strings cannot forge output, inputs and outputs are bounded.
 //! One file per area under `safety/`.
 
+mod jobctl;
 mod pipes;
