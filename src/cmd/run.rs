@@ -57,7 +57,14 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let Some((program, rest)) = args.command.split_first() else {
         return Err(Error::Usage("name the command to run after `--`".into()));
     };
-    let command = shell_words(&args.command);
+    // The command as printed and written: secrets redacted (unless --no-redact), control
+    // characters escaped.
+    let shown = crate::model::safe::escape_control(&shell_words(&if args.no_redact {
+        args.command.clone()
+    } else {
+        crate::model::safe::redact_argv(&args.command)
+    }))
+    .into_owned();
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| Error::Io {
         context: "cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER)".into(),
         source: e.into(),
@@ -79,7 +86,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         .process_group(0)
         .spawn()
         .map_err(|source| Error::Spawn {
-            command: command.clone(),
+            command: shown.clone(),
             source,
         })?;
     // mphang reaps with waitpid(-1) itself (it must, for orphans), so the handle is not used.
@@ -98,9 +105,9 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             Ok(EXIT_INTERRUPTED)
         }
         Outcome::Deadline(why) => {
-            let report = diagnose(&mut tree, pid, &why, &command);
+            let report = diagnose(&mut tree, pid, &why, &shown, !args.no_redact);
             let mut err = std::io::stderr().lock();
-            let _ = publish(&report, args, &why, &command, &mut err);
+            let _ = publish(&report, args, &why, &shown, &mut err);
             let live = tree.live_pids().len();
             let _ = writeln!(
                 err,
@@ -173,7 +180,7 @@ fn watch(tree: &mut Tracker, args: &RunArgs) -> Outcome {
 /// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
 /// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
 /// report (the failure is a diagnostic), so the tree is always ended and the files written.
-fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
+fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str, redact: bool) -> Report {
     tree.poll();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
@@ -190,6 +197,7 @@ fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
     let opts = CollectOptions {
         looks: 2,
         extra_roots: tree.orphans(),
+        redact,
         ..CollectOptions::default()
     };
     let mut snapshot =
@@ -202,6 +210,8 @@ fn diagnose(tree: &mut Tracker, pid: i32, why: &str, command: &str) -> Report {
             None => snapshot.gone.push(g),
         }
     }
+    // The recorded deaths carry command lines too.
+    crate::model::safe::sanitize(&mut snapshot, redact);
     Report::analyze(snapshot)
 }
 
@@ -281,12 +291,21 @@ fn publish(
         }
         _ => Ok(()),
     };
+    // Under GitHub Actions, the report (full of target strings) is printed with workflow
+    // commands off, so that no line of it can act as one (`::error::…` in a thread name).
+    let resume = github.then(github::stop_commands_token);
+    if let Some(token) = &resume {
+        writeln!(err, "::stop-commands::{token}")?;
+    }
     match args.format {
         Some(RunFormat::Json) => crate::render::json::write(report, err)?,
         _ => {
             let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             crate::render::text::render(report, &crate::render::text::TextOptions { color }, err)?;
         }
+    }
+    if let Some(token) = &resume {
+        writeln!(err, "::{token}::")?;
     }
     if github {
         err.write_all(github::annotations(report, why, &cwd).as_bytes())?;
@@ -307,7 +326,7 @@ fn publish(
 }
 
 /// `report.txt` (text, no color) and `report.json` (the `mphang/report/v1` document, loadable
-/// with `mphang report --from`).
+/// with `mphang report --from`), both mode 0600.
 fn write_files(report: &Report, dir: &Path) -> Result<()> {
     let wrap = |path: &Path| {
         let path = path.to_path_buf();
@@ -321,12 +340,12 @@ fn write_files(report: &Report, dir: &Path) -> Result<()> {
         &crate::render::text::TextOptions { color: false },
         &mut text,
     )
-    .and_then(|()| std::fs::write(&txt, &text))
+    .and_then(|()| super::report::write_private(&txt, &text))
     .map_err(wrap(&txt))?;
     let mut json = Vec::new();
     let js = dir.join("report.json");
     crate::render::json::write(report, &mut json)
-        .and_then(|()| std::fs::write(&js, &json))
+        .and_then(|()| super::report::write_private(&js, &json))
         .map_err(wrap(&js))?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! -> roles -> later looks for progress. A process that vanishes or refuses
 //! becomes a diagnostic, never an abort.
 
+pub mod breadth;
 pub mod decode;
 pub mod fds;
 pub mod locks;
@@ -43,6 +44,9 @@ pub struct CollectOptions {
     pub native: bool,
     /// More trees to include (e.g. orphans reparented to `mphang run`, a subreaper).
     pub extra_roots: Vec<Pid>,
+    /// Redact secret-looking arguments and paths (`model::safe`); false = `--no-redact`.
+    /// Control characters in target strings are escaped either way.
+    pub redact: bool,
 }
 
 impl Default for CollectOptions {
@@ -53,6 +57,7 @@ impl Default for CollectOptions {
             python: true,
             native: true,
             extra_roots: Vec::new(),
+            redact: true,
         }
     }
 }
@@ -275,7 +280,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         }
     }
 
-    Ok(Snapshot {
+    let mut snap = Snapshot {
         schema: SCHEMA.to_string(),
         mphang_version: env!("CARGO_PKG_VERSION").to_string(),
         taken_at_ms,
@@ -290,7 +295,10 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         semaphores,
         gone,
         diagnostics,
-    })
+    };
+    // Every target string is escaped (and secrets redacted) here, once, for every renderer.
+    crate::model::safe::sanitize(&mut snap, opts.redact);
+    Ok(snap)
 }
 
 fn clock_ticks() -> u64 {

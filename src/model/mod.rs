@@ -9,6 +9,7 @@ mod fd;
 mod ids;
 pub mod merge;
 mod process;
+pub mod safe;
 mod stack;
 mod syscall;
 

@@ -13,7 +13,16 @@ pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
 /// Parses either a saved snapshot (`mphang/snapshot/v1`) or a `--json` report
 /// (`mphang/report/v1`, whose snapshot is taken) into a snapshot.
 pub fn parse_snapshot(text: &str) -> Result<crate::model::Snapshot, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    parse_snapshot_with(text, |_| {})
+}
+
+/// [`parse_snapshot`], with `edit` applied to the JSON value before it becomes types.
+pub fn parse_snapshot_with(
+    text: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<crate::model::Snapshot, String> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    edit(&mut v);
     let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
     match schema {
         crate::model::SCHEMA => serde_json::from_value(v).map_err(|e| e.to_string()),

@@ -53,10 +53,87 @@ pub fn source_line(file: &str, line: i32) -> Option<String> {
     }
     let text = std::fs::read_to_string(file).ok()?;
     let l = text.lines().nth(line as usize - 1)?.trim();
-    (!l.is_empty()).then(|| l.to_string())
+    // The file belongs to the target: its text is escaped like every target string.
+    (!l.is_empty()).then(|| crate::model::safe::escape_control(l).into_owned())
 }
 
 pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut guarded = NoCommandLines {
+        inner: out,
+        at_line_start: true,
+        pending: Vec::new(),
+    };
+    render_lines(report, opts, &mut guarded)?;
+    guarded.flush_pending()
+}
+
+/// Target strings are escaped (`model::safe`), so none can start a line; but one printed at
+/// the start of a line (a function or symbol name) could begin with `::`, which a CI log
+/// (GitHub Actions) would take as a workflow command. Such a line gets a backslash before its
+/// first `:`.
+struct NoCommandLines<'a> {
+    inner: &'a mut dyn Write,
+    at_line_start: bool,
+    /// The leading whitespace (and a possible first `:`) of the current line, not yet written.
+    pending: Vec<u8>,
+}
+
+impl NoCommandLines<'_> {
+    fn flush_pending(&mut self) -> std::io::Result<()> {
+        let r = self.inner.write_all(&self.pending);
+        self.pending.clear();
+        r
+    }
+}
+
+impl Write for NoCommandLines<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut i = 0;
+        while i < buf.len() {
+            if !self.at_line_start {
+                // Copy through the end of this line in one go.
+                let end = buf[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|n| i + n + 1)
+                    .unwrap_or(buf.len());
+                self.inner.write_all(&buf[i..end])?;
+                self.at_line_start = buf[end - 1] == b'\n';
+                i = end;
+                continue;
+            }
+            // At the start of a line: hold back leading blanks until the first other byte.
+            let blanks = buf[i..]
+                .iter()
+                .take_while(|&&b| b == b' ' || b == b'\t')
+                .count();
+            self.pending.extend_from_slice(&buf[i..i + blanks]);
+            i += blanks;
+            let Some(&b) = buf.get(i) else { break };
+            i += 1;
+            if b == b':' && self.pending.last() != Some(&b':') {
+                self.pending.push(b);
+                continue;
+            }
+            if b == b':' {
+                // "::" at the start of a line.
+                let colon = self.pending.pop();
+                self.pending.push(b'\\');
+                self.pending.extend(colon);
+            }
+            self.pending.push(b);
+            self.at_line_start = b == b'\n';
+            self.flush_pending()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn render_lines(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::io::Result<()> {
     let p = Paint { on: opts.color };
     let s = &report.snapshot;
     let nthreads: usize = s.processes.iter().map(|p| p.threads.len()).sum();
@@ -387,5 +464,33 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NoCommandLines;
+    use std::io::Write;
+
+    fn guard(text: &str) -> String {
+        let mut v = Vec::new();
+        let mut g = NoCommandLines {
+            inner: &mut v,
+            at_line_start: true,
+            pending: Vec::new(),
+        };
+        for chunk in text.as_bytes().chunks(3) {
+            g.write_all(chunk).expect("write");
+        }
+        g.flush_pending().expect("flush");
+        String::from_utf8(v).expect("utf8")
+    }
+
+    #[test]
+    fn no_line_starts_a_workflow_command() {
+        assert_eq!(
+            guard("ok line\n    ::error::x (a.py:1)\n:single\nstd::vector\n::\n"),
+            "ok line\n    \\::error::x (a.py:1)\n:single\nstd::vector\n\\::\n"
+        );
     }
 }

@@ -2,5 +2,6 @@
 //! target thread stopped, target strings cannot forge output, inputs and outputs are bounded.
 //! One file per area under `safety/`.
 
+mod inject;
 mod jobctl;
 mod pipes;

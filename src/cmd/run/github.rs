@@ -18,6 +18,24 @@ fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+/// A fresh token for `::stop-commands::TOKEN` ... `::TOKEN::`: unguessable by the target, whose
+/// strings are printed in between.
+pub fn stop_commands_token() -> String {
+    let mut b = [0u8; 16];
+    let got = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok();
+    if !got {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..16].copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("mphang-{hex}")
+}
+
 /// `file` relative to `cwd` when it lies below it (annotations need repository-relative paths).
 fn relative(file: &str, cwd: &Path) -> String {
     Path::new(file)
@@ -87,7 +105,11 @@ pub fn summary(report: &Report, why: &str, command: &str, report_dir: &Path, cwd
                     )
                 })
                 .unwrap_or_default();
-            let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+            let cell = |s: &str| {
+                s.replace('|', "\\|")
+                    .replace('\n', " ")
+                    .replace('<', "&lt;")
+            };
             let _ = writeln!(
                 md,
                 "| `{}` | {} | {} | {} |",
