@@ -5,6 +5,7 @@
 use super::Report;
 use crate::analysis::{Finding, Progress, Severity};
 use crate::model::{ProcessSnap, ThreadRef};
+use std::collections::HashMap;
 use std::io::Write;
 
 /// Text rendering options.
@@ -304,43 +305,51 @@ fn finding(
     Ok(())
 }
 
-fn depth(report: &Report, pr: &ProcessSnap) -> usize {
-    let mut d = 0;
-    let mut cur = pr.ppid;
-    while let Some(parent) = report.snapshot.process(cur) {
-        d += 1;
-        cur = parent.ppid;
-        if d > 32 {
-            break;
+/// Deeper processes are not indented further (a 100,000-deep chain stays readable).
+const MAX_INDENT: usize = 32;
+
+/// Processes in depth-first order (parents before children, siblings in snapshot order) with
+/// their depth. Iterative and linear: a 100,000-deep chain neither recurses nor rescans.
+fn tree_order(procs: &[ProcessSnap]) -> Vec<(usize, usize)> {
+    let index: HashMap<crate::model::Pid, usize> =
+        procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+    let mut children: HashMap<crate::model::Pid, Vec<usize>> = HashMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        if p.ppid != p.pid {
+            children.entry(p.ppid).or_default().push(i);
         }
     }
-    d
+    let mut seen = vec![false; procs.len()];
+    let mut order = Vec::with_capacity(procs.len());
+    let roots = procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !index.contains_key(&p.ppid))
+        .map(|(i, _)| i)
+        .chain(0..procs.len());
+    for root in roots {
+        let mut stack = vec![(root, 0usize)];
+        while let Some((i, d)) = stack.pop() {
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            order.push((i, d));
+            if let Some(kids) = children.get(&procs[i].pid) {
+                stack.extend(kids.iter().rev().map(|&k| (k, d + 1)));
+            }
+        }
+    }
+    order
 }
 
 fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
-    // Depth-first order from the walk's parents-first order.
     let procs = &report.snapshot.processes;
-    let mut order: Vec<&ProcessSnap> = Vec::new();
-    fn visit<'a>(pr: &'a ProcessSnap, all: &'a [ProcessSnap], order: &mut Vec<&'a ProcessSnap>) {
-        if order.iter().any(|x| x.pid == pr.pid) {
-            return;
-        }
-        order.push(pr);
-        for c in all.iter().filter(|c| c.ppid == pr.pid && c.pid != pr.pid) {
-            visit(c, all, order);
-        }
-    }
-    for pr in procs {
-        if report.snapshot.process(pr.ppid).is_none() {
-            visit(pr, procs, &mut order);
-        }
-    }
-    for pr in procs {
-        visit(pr, procs, &mut order);
-    }
-    for pr in order {
-        let d = depth(report, pr);
-        let pad = "  ".repeat(d);
+    let verdicts: HashMap<ThreadRef, &crate::analysis::ThreadVerdict> =
+        report.threads.iter().map(|v| (v.thread, v)).collect();
+    for (i, d) in tree_order(procs) {
+        let pr = &procs[i];
+        let pad = "  ".repeat(d.min(MAX_INDENT));
         let py = pr
             .python_version
             .as_deref()
@@ -360,7 +369,9 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
                 pid: pr.pid,
                 tid: t.tid,
             };
-            let Some(v) = report.verdict(r) else { continue };
+            let Some(v) = verdicts.get(&r).copied() else {
+                continue;
+            };
             let mark = match v.progress {
                 Progress::Stuck => p.red("STUCK"),
                 Progress::CanProgress => p.green("ok   "),

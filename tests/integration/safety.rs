@@ -2,6 +2,7 @@
 //! target thread stopped, target strings cannot forge output, inputs and outputs are bounded.
 //! One file per area under `safety/`.
 
+mod bounds;
 mod inject;
 mod jobctl;
 mod pipes;

@@ -101,7 +101,7 @@ pub fn report_json(pid: i32, extra: &[&str]) -> (i32, mphang::render::Report) {
         .expect("run mphang");
     let code = out.status.code().unwrap_or(-1);
     let text = String::from_utf8_lossy(&out.stdout);
-    let report: mphang::render::Report = serde_json::from_str(&text).unwrap_or_else(|e| {
+    let report = mphang::render::json::parse_report(&text).unwrap_or_else(|e| {
         panic!(
             "report for {pid} is not valid JSON ({e}); exit {code}; stderr: {}",
             String::from_utf8_lossy(&out.stderr)
