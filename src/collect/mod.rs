@@ -263,10 +263,11 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     let collect_ms = started.elapsed().as_millis() as u64;
 
     let looks = opts.looks.max(1);
-    let first_done = Instant::now();
     for _ in 1..looks {
         std::thread::sleep(opts.interval);
-        let after_ms = first_done.elapsed().as_millis() as u64;
+        // Measured from the start of the first look, which read each thread's CPU time: at
+        // least the real time between the two reads (never the nominal interval).
+        let after_ms = started.elapsed().as_millis() as u64;
         later_look(&mut processes, after_ms);
         if opts.python {
             restack(&mut processes, &layouts, n);
@@ -328,9 +329,11 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
         message: "unparsable stat".into(),
     })?;
     let mut diags = Vec::new();
-    let status = read_text(&format!("{base}/status"))
-        .map(|s| procfs::parse_status(&s))
-        .unwrap_or_default();
+    let status_text = read_text(&format!("{base}/status")).unwrap_or_default();
+    let status = procfs::parse_status(&status_text);
+    if let Some(note) = stopped_note(pid, st.state, &status_text) {
+        diags.push(note);
+    }
     let cmdline: Vec<String> = std::fs::read(format!("{base}/cmdline"))
         .map(|b| {
             b.split(|&c| c == 0)
@@ -459,6 +462,40 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
     })
 }
 
+/// A process stopped by a signal (state T) or held by a tracer (state t): who, when the kernel
+/// says (`TracerPid`; the sender of a stop signal is not recorded anywhere).
+fn stopped_note(pid: i32, state: char, status: &str) -> Option<Diagnostic> {
+    if state != 'T' && state != 't' {
+        return None;
+    }
+    let tracer: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let message = if tracer != 0 {
+        let comm = read_text(&format!("/proc/{tracer}/comm")).unwrap_or_default();
+        format!(
+            "process {pid} is stopped (state {state}) and traced by pid {tracer} ({}); it runs \
+             again when its tracer lets it go or it gets SIGCONT",
+            crate::model::safe::escape_control(comm.trim())
+        )
+    } else {
+        format!(
+            "process {pid} is stopped (state {state}) by a stop signal (SIGSTOP, SIGTSTP, SIGTTIN \
+             or SIGTTOU; the kernel does not record who sent it); it will not run until it gets \
+             SIGCONT"
+        )
+    };
+    Some(Diagnostic {
+        pid: Some(Pid(pid)),
+        tid: None,
+        stage: Stage::Process,
+        kind: DiagKind::Failed,
+        message,
+    })
+}
+
 /// A key equal for processes that share an address layout: exe plus the load addresses of the
 /// exe and libpython. Forked (not exec'd) children match their parent.
 fn layout_key(r: &Raw) -> Option<String> {
@@ -474,14 +511,19 @@ fn layout_key(r: &Raw) -> Option<String> {
 }
 
 fn looks_like_python(r: &Raw) -> bool {
+    let python = |path: &str| path.rsplit('/').next().unwrap_or("").starts_with("python");
     r.maps.iter().any(|m| {
         let base = m.path.rsplit('/').next().unwrap_or("");
         base.starts_with("python") || base.starts_with("libpython")
     }) || (r.maps.is_empty()
-        && r.snap
-            .exe
-            .as_deref()
-            .is_some_and(|e| e.rsplit('/').next().unwrap_or("").starts_with("python")))
+        && (r.snap.exe.as_deref().is_some_and(python)
+            || r.snap.cmdline.first().is_some_and(|a| python(a))))
+}
+
+/// A live process whose maps could not be read: whether it runs Python is unknown, so it is
+/// not called "not Python".
+fn unreadable(r: &Raw) -> bool {
+    r.maps.is_empty() && r.snap.state != 'Z'
 }
 
 fn add_python(procs: &mut [Raw], workers: usize) {
@@ -489,6 +531,9 @@ fn add_python(procs: &mut [Raw], workers: usize) {
     for r in procs.iter_mut() {
         if r.snap.state == 'Z' {
             continue;
+        }
+        if !looks_like_python(r) && unreadable(r) {
+            continue; // its permission diagnostic says why
         }
         if !looks_like_python(r) {
             r.diags.push(Diagnostic {
@@ -669,7 +714,7 @@ fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<Stri
             Role::ForkserverChild
         } else if cmd_has(r, "--multiprocessing-fork") {
             Role::SpawnChild
-        } else if r.snap.python_version.is_none() && !looks_like_python(r) {
+        } else if r.snap.python_version.is_none() && !looks_like_python(r) && !unreadable(r) {
             Role::NonPython
         } else if pid == root {
             Role::Main

@@ -107,7 +107,8 @@ pub struct ThreadSnap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadLook {
-    /// Milliseconds after the first look.
+    /// Milliseconds since the first look began (measured): at least the time between this
+    /// look's and the first look's read of the thread.
     pub after_ms: u64,
     /// False when the thread had exited by then.
     pub alive: bool,

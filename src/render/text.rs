@@ -161,11 +161,16 @@ fn render_lines(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std
         .filter(|d| d.kind == crate::model::DiagKind::PermissionDenied)
         .collect();
     if let Some(d) = denied.first() {
+        // Several diagnostics (maps, syscalls, stacks) may name the same process.
+        let mut pids: Vec<_> = denied.iter().map(|d| d.pid).collect();
+        pids.sort();
+        pids.dedup();
         writeln!(
             out,
-            "{} {} process(es) could be read only partly: {} (see NOTES and docs/permissions.md)",
+            "{} {} process{} could be read only partly: {} (see NOTES and docs/permissions.md)",
             p.yellow("PERMISSION:"),
-            denied.len(),
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" },
             d.message
         )?;
         writeln!(out)?;
@@ -176,7 +181,20 @@ fn render_lines(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std
             .iter()
             .filter(|t| t.progress == Progress::Stuck)
             .count();
-        if stuck == 0 {
+        let stopped = s
+            .processes
+            .iter()
+            .filter(|p| p.threads.iter().any(|t| matches!(t.state, 'T' | 't')))
+            .count();
+        if stopped > 0 {
+            writeln!(
+                out,
+                "{} but {stopped} process{} stopped (by a signal or a tracer) and will not run until \
+                 resumed (see NOTES).",
+                p.yellow("No hang found,"),
+                if stopped == 1 { " is" } else { "es are" }
+            )?;
+        } else if stuck == 0 {
             writeln!(
                 out,
                 "{} every thread can make progress.",
@@ -350,11 +368,16 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
     for (i, d) in tree_order(procs) {
         let pr = &procs[i];
         let pad = "  ".repeat(d.min(MAX_INDENT));
-        let py = pr
-            .python_version
-            .as_deref()
-            .map(|v| format!("python {v}"))
-            .unwrap_or_else(|| "not Python".into());
+        let unreadable =
+            report.snapshot.diagnostics.iter().any(|d| {
+                d.pid == Some(pr.pid) && d.kind == crate::model::DiagKind::PermissionDenied
+            });
+        let py = match (&pr.python_version, pr.role) {
+            (Some(v), _) => format!("python {v}"),
+            (None, crate::model::Role::NonPython) => "not Python".into(),
+            (None, _) if unreadable => "Python unknown: not readable".into(),
+            (None, _) => "Python version unknown".into(),
+        };
         writeln!(
             out,
             "{pad}{} {} [{}] {}  {}",
@@ -372,13 +395,17 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
             let Some(v) = verdicts.get(&r).copied() else {
                 continue;
             };
-            let mark = match v.progress {
-                Progress::Stuck => p.red("STUCK"),
-                Progress::CanProgress => p.green("ok   "),
+            let mark = match (t.state, v.progress) {
+                // An exited (zombie) thread is not stuck; a stopped one is neither ok nor stuck.
+                ('Z' | 'X', _) => p.dim("EXIT "),
+                ('T' | 't', _) => p.yellow("STOP "),
+                (_, Progress::Stuck) => p.red("STUCK"),
+                (_, Progress::CanProgress) => p.green("ok   "),
             };
             let why = match (&v.progress, &v.because) {
                 (Progress::CanProgress, Some(b))
-                    if !matches!(v.blocked_on, crate::analysis::BlockedOn::Running) =>
+                    if !matches!(v.blocked_on, crate::analysis::BlockedOn::Running)
+                        && !matches!(t.state, 'T' | 't' | 'Z' | 'X') =>
                 {
                     p.dim(&format!("  ({b})"))
                 }

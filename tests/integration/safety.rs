@@ -6,3 +6,4 @@ mod bounds;
 mod inject;
 mod jobctl;
 mod pipes;
+mod wording;
