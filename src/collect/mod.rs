@@ -914,6 +914,25 @@ fn add_native(procs: &mut [Raw]) -> u64 {
     if std::env::var_os("MPHANG_TRACE").is_some() {
         trace_holds(&holds, &stopper);
     }
+    // `MPHANG_TRACE_STOPS=FILE`: every stop, one line each (`scripts/bench.py --stops`).
+    if let Some(path) = std::env::var_os("MPHANG_TRACE_STOPS") {
+        let lines: String = holds
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {} {}\n",
+                    h.total.as_micros(),
+                    h.after_stop.as_micros(),
+                    h.since_check.as_micros()
+                )
+            })
+            .collect();
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()));
+    }
     max_stop.as_micros() as u64
 }
 
@@ -929,14 +948,15 @@ fn trace_holds(holds: &[native::ptrace::Hold], stopper: &native::Stopper) {
     };
     let total = pct(holds.iter().map(|h| h.total.as_micros()).collect());
     let after = pct(holds.iter().map(|h| h.after_stop.as_micros()).collect());
+    let since = pct(holds.iter().map(|h| h.since_check.as_micros()).collect());
     let who = match stopper {
         native::Stopper::InProcess => "in-process",
         native::Stopper::Helper { .. } if stopper.realtime() => "helper, SCHED_FIFO",
         native::Stopper::Helper { .. } => "helper",
     };
     eprintln!(
-        "stops: {} threads ({who}); interrupt->detach us p50/p95/max {total}; \
-         stop reported->detach us p50/p95/max {after}",
+        "stops: {} threads ({who}); us p50/p95/max: interrupt->detach {total}; \
+         last check->detach {since}; stop reported->detach {after}",
         holds.len()
     );
 }

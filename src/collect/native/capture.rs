@@ -49,16 +49,34 @@ fn read_stopped(
     Ok((regs, stack))
 }
 
-/// Stops, reads and releases one thread.
+/// Releases every thread in `pending` (given up on earlier) that has stopped since.
+pub fn serve_pending(pending: &mut Vec<Attached>) {
+    pending.retain_mut(|g| !g.try_release());
+}
+
+/// Stops, reads and releases one thread. A thread that does not stop in time is kept in
+/// `pending` (seized, its interrupt still pending: it stops as soon as it runs) and released by
+/// [`serve_pending`] once it has, never left stopped until the tracer exits.
 pub fn capture_one(
     pid: Pid,
     tid: Tid,
     ranges: &Ranges,
     opts: &SampleOptions,
     how: WaitHow,
+    pending: &mut Vec<Attached>,
 ) -> Result<Capture, AttachError> {
     let mut g = Attached::seize(tid)?;
-    g.wait_stopped_how(Instant::now() + opts.stop_timeout, how)?;
+    let deadline = Instant::now() + opts.stop_timeout;
+    match g.wait_stopped_serving(deadline, how, &mut || serve_pending(pending)) {
+        Ok(()) => {}
+        Err(e @ AttachError::Timeout(_)) => {
+            if !g.try_release() {
+                pending.push(g);
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
     let read = read_stopped(pid, &g, ranges, opts);
     let exiting = g.exiting();
     let held = g.detach();
@@ -140,13 +158,22 @@ pub fn in_process(
                     libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
                 }
                 match opts.mode {
-                    StopMode::OneAtATime => tids
-                        .iter()
-                        .map(|&t| {
-                            let _held = JobControlGuard::hold();
-                            (t, capture_one(pid, t, ranges, opts, WaitHow::Poll))
-                        })
-                        .collect::<Vec<_>>(),
+                    StopMode::OneAtATime => {
+                        let mut pending = Vec::new();
+                        let out = tids
+                            .iter()
+                            .map(|&t| {
+                                let _held = JobControlGuard::hold();
+                                let r =
+                                    capture_one(pid, t, ranges, opts, WaitHow::Poll, &mut pending);
+                                serve_pending(&mut pending);
+                                (t, r)
+                            })
+                            .collect::<Vec<_>>();
+                        // Whatever is still pending is cleared when this thread exits.
+                        serve_pending(&mut pending);
+                        out
+                    }
                     StopMode::AllAtOnce => {
                         let _held = JobControlGuard::hold();
                         capture_together(pid, tids, ranges, opts)

@@ -24,7 +24,7 @@
 //! pid) and `[OP_CAPTURE, pid, tid, stack_bytes, stop_timeout_ns, extra_hold_ns]`; each capture
 //! is answered with a [`REPLY_WORDS`] header, then the message and the stack bytes.
 
-use super::capture::{capture_one, Capture, Ranges};
+use super::capture::{capture_one, serve_pending, Capture, Ranges};
 use super::ptrace::{AttachError, Hold, Regs, WaitHow};
 use super::unwind::StackCopy;
 use super::SampleOptions;
@@ -44,8 +44,8 @@ const MAGIC: u64 = 0x6d70_6861_6e67_0001;
 const OP_RANGES: u64 = 1;
 const OP_CAPTURE: u64 = 2;
 /// status, exiting, ip, sp, bp, fs_base, orig_rax, rax, hold total ns, hold after-stop ns,
-/// stack base, message length, stack length.
-const REPLY_WORDS: usize = 13;
+/// stack base, message length, stack length, hold since-check ns.
+const REPLY_WORDS: usize = 14;
 const FLAG_FIFO: u64 = 1;
 const FLAG_NICE: u64 = 2;
 
@@ -301,6 +301,7 @@ impl Helper {
             held: Hold {
                 total: Duration::from_nanos(w[8]),
                 after_stop: Duration::from_nanos(w[9]),
+                since_check: Duration::from_nanos(w[13]),
             },
         })
     }
@@ -382,27 +383,35 @@ pub fn serve() -> i32 {
     let Some(flags) = prepare() else {
         return 2;
     };
-    let stdin = std::io::stdin();
+    // Unbuffered: whether a request is waiting is asked of the descriptor itself (poll).
+    // SAFETY: fd 0 stays open for the life of the process; ManuallyDrop never closes it.
+    let mut input = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
     let stdout = std::io::stdout();
-    let (mut input, mut out) = (stdin.lock(), stdout.lock());
+    let mut out = stdout.lock();
     if out.write_all(&to_bytes(&[MAGIC, flags])).is_err() || out.flush().is_err() {
         return 2;
     }
     let mut ranges: Vec<(u64, u64)> = Vec::new();
+    // Threads given up on (they did not stop in time) stay seized until they stop; release them
+    // as soon as they do, also while waiting for the next request.
+    let mut pending = Vec::new();
     loop {
-        let Some(head) = read_words(&mut input, 3) else {
-            return 0; // mphang closed the pipe: done
+        while !pending.is_empty() && !readable(0, Duration::from_millis(1)) {
+            serve_pending(&mut pending);
+        }
+        let Some(head) = read_words(&mut *input, 3) else {
+            return 0; // mphang closed the pipe: done (exiting clears any pending interrupt)
         };
         match head[0] {
             OP_RANGES => {
                 let n = usize::try_from(head[2]).unwrap_or(0).min(1 << 20);
-                let Some(w) = read_words(&mut input, 2 * n) else {
+                let Some(w) = read_words(&mut *input, 2 * n) else {
                     return 0;
                 };
                 ranges = w.chunks_exact(2).map(|c| (c[0], c[1])).collect();
             }
             OP_CAPTURE => {
-                let Some(more) = read_words(&mut input, 3) else {
+                let Some(more) = read_words(&mut *input, 3) else {
                     return 0;
                 };
                 let pid = Pid(head[1] as i32);
@@ -413,7 +422,7 @@ pub fn serve() -> i32 {
                     extra_hold: Duration::from_nanos(more[2]),
                     ..SampleOptions::default()
                 };
-                let r = capture_one(pid, tid, &ranges, &opts, WaitHow::Sigchld);
+                let r = capture_one(pid, tid, &ranges, &opts, WaitHow::Sigchld, &mut pending);
                 // The thread is released before anything is written.
                 if out.write_all(&reply(r)).and_then(|_| out.flush()).is_err() {
                     return 0;
@@ -436,6 +445,7 @@ fn reply(r: Result<Capture, AttachError>) -> Vec<u8> {
             w[7] = c.regs.rax as u64;
             w[8] = c.held.total.as_nanos() as u64;
             w[9] = c.held.after_stop.as_nanos() as u64;
+            w[13] = c.held.since_check.as_nanos() as u64;
             w[10] = c.stack.base;
             (String::new(), c.stack.bytes)
         }

@@ -119,6 +119,11 @@ pub struct Attached {
     interrupted_at: Instant,
     /// When `waitpid` reported the stop: `stopped_at..detach` is a lower bound of the pause.
     stopped_at: Option<Instant>,
+    /// The last `waitpid` that found the thread not yet stopped: `last_check..detach` is an
+    /// upper bound of the pause that excludes the time before it (the thread's wait for a CPU).
+    last_check: Instant,
+    /// Detached, or the thread is gone: nothing is held any more.
+    done: bool,
 }
 
 /// How long a thread was held, measured by the tracer.
@@ -130,6 +135,10 @@ pub struct Hold {
     /// From the moment the stop was reported to PTRACE_DETACH: what mphang itself added (a
     /// lower bound of the pause).
     pub after_stop: Duration,
+    /// From the last look that found the thread not yet stopped to PTRACE_DETACH: an upper
+    /// bound of the pause without the thread's wait to reach the stop (tight when the tracer
+    /// looks often; the helper looks at least every 250 µs while it waits).
+    pub since_check: Duration,
 }
 
 /// How [`Attached::wait_stopped_how`] waits for the stop to be reported.
@@ -156,9 +165,12 @@ impl Attached {
             exiting: false,
             interrupted_at: Instant::now(),
             stopped_at: None,
+            last_check: Instant::now(),
+            done: false,
         };
         ptrace::interrupt(p).map_err(|e| classify(tid, e))?;
         guard.interrupted_at = Instant::now();
+        guard.last_check = guard.interrupted_at;
         Ok(guard)
     }
 
@@ -169,12 +181,25 @@ impl Attached {
 
     /// Waits until the thread reports a stop, until `deadline`, the way `how` says.
     pub fn wait_stopped_how(&mut self, deadline: Instant, how: WaitHow) -> Result<(), AttachError> {
+        self.wait_stopped_serving(deadline, how, &mut || {})
+    }
+
+    /// [`Self::wait_stopped_how`], calling `serve` whenever the wait wakes up without the stop
+    /// (the caller releases threads given up on earlier that have stopped since).
+    pub fn wait_stopped_serving(
+        &mut self,
+        deadline: Instant,
+        how: WaitHow,
+        serve: &mut dyn FnMut(),
+    ) -> Result<(), AttachError> {
         let p = NixPid::from_raw(self.tid.0);
         let started = Instant::now();
         let mut spins = 0u32;
         loop {
             match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => {
+                    self.last_check = Instant::now();
+                    serve();
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(AttachError::Timeout(now - started));
@@ -251,8 +276,38 @@ impl Attached {
         self.release()
     }
 
+    /// For a thread given up on (it did not stop in time): releases it if it has stopped since
+    /// (or is gone). True when nothing is held any more. A seized thread with an interrupt
+    /// pending stops as soon as it runs, so the holder calls this until it returns true.
+    pub fn try_release(&mut self) -> bool {
+        if !self.done {
+            self.release();
+        }
+        if !self.done {
+            // Gone meanwhile?
+            match waitpid(
+                NixPid::from_raw(self.tid.0),
+                Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => {
+                    self.done = true
+                }
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(_) => {
+                    // A stop reported just now.
+                    self.mark_stopped();
+                    self.release();
+                }
+            }
+        }
+        self.done
+    }
+
     fn release(&mut self) -> Hold {
         let mut held = Hold::default();
+        if self.done {
+            return held;
+        }
         if !self.stopped {
             // Given up on (timeout, error)? It may have stopped since: one last look, so that
             // it is released now rather than when the ptrace thread exits.
@@ -271,10 +326,12 @@ impl Attached {
         if self.stopped {
             // Errors are ignored on purpose: ESRCH means the thread died (nothing to restart).
             let _ = ptrace::detach(NixPid::from_raw(self.tid.0), self.inject.take());
+            self.done = true;
             let now = Instant::now();
             held = Hold {
                 total: now - self.interrupted_at,
                 after_stop: self.stopped_at.map(|t| now - t).unwrap_or_default(),
+                since_check: now - self.last_check,
             };
             self.stopped = false;
         }
@@ -289,8 +346,8 @@ impl Drop for Attached {
 }
 
 /// The longest single `sigtimedwait` in [`WaitHow::Sigchld`]: a SIGCHLD consumed elsewhere
-/// costs at most this much.
-const MAX_SIGCHLD_WAIT: Duration = Duration::from_millis(2);
+/// costs at most this much, and the last look before a stop is at most this old.
+const MAX_SIGCHLD_WAIT: Duration = Duration::from_micros(250);
 
 /// Sleeps until SIGCHLD is pending (then consumes it) or `d` passes. SIGCHLD must be blocked.
 fn wait_sigchld(d: Duration) {

@@ -255,3 +255,60 @@ fn job_control_never_leaves_a_thread_stopped_repeated() {
     let runs = 100;
     check(&run_cases(runs, &cases(true)), runs);
 }
+
+/// A thread given up on (it did not stop within the timeout) keeps an interrupt pending and
+/// stops as soon as it runs: the helper must release it then, not when it exits at the end of
+/// the collection. Forced here with a zero stop timeout on every thread of a 50-thread target.
+#[test]
+fn threads_given_up_on_are_released_while_the_helper_lives() {
+    use mphang::collect::native::{helper, SampleOptions};
+    use mphang::model::{Pid, Tid};
+    let Some((_, py)) = pythons().into_iter().last() else {
+        eprintln!("skipping: no Python");
+        return;
+    };
+    helper::set_program(env!("CARGO_BIN_EXE_mphang").into());
+    let Some(mut h) = helper::Helper::start() else {
+        eprintln!("skipping: no ptrace helper here");
+        return;
+    };
+    let fx = start(&py, "many_threads");
+    let pid = fx.root();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let ranges: Vec<(u64, u64)> = maps
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect();
+    let opts = SampleOptions {
+        stop_timeout: Duration::ZERO,
+        ..SampleOptions::default()
+    };
+    let mut timeouts = 0;
+    for tid in tids(pid).into_iter().take(50) {
+        if let Err(helper::Failure::Attach(
+            mphang::collect::native::ptrace::AttachError::Timeout(_),
+        )) = h.capture(Pid(pid), Tid(tid), &ranges, &opts)
+        {
+            timeouts += 1;
+        }
+    }
+    // The helper is still alive: every thread must be running again within a moment.
+    let t0 = Instant::now();
+    while held(pid) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{} thread(s) left stopped by a live helper ({timeouts} timeouts)",
+            held(pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("{timeouts} of 50 stops timed out; all released while the helper lived");
+    assert!(timeouts > 0, "no stop timed out: the test proved nothing");
+    drop(h);
+}
