@@ -263,11 +263,10 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     let collect_ms = started.elapsed().as_millis() as u64;
 
     let looks = opts.looks.max(1);
+    let first_done = Instant::now();
     for _ in 1..looks {
         std::thread::sleep(opts.interval);
-        // Measured from the start of the first look, which read each thread's CPU time: at
-        // least the real time between the two reads (never the nominal interval).
-        let after_ms = started.elapsed().as_millis() as u64;
+        let after_ms = first_done.elapsed().as_millis() as u64;
         later_look(&mut processes, after_ms);
         if opts.python {
             restack(&mut processes, &layouts, n);

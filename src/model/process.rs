@@ -107,8 +107,8 @@ pub struct ThreadSnap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadLook {
-    /// Milliseconds since the first look began (measured): at least the time between this
-    /// look's and the first look's read of the thread.
+    /// Milliseconds after the first look ended (measured). The first look read each thread at
+    /// its start, so the two reads of a thread are at most `collect_ms + after_ms` apart.
     pub after_ms: u64,
     /// False when the thread had exited by then.
     pub alive: bool,
