@@ -18,6 +18,7 @@ pub mod procfs;
 pub mod python;
 pub mod sems;
 pub mod sockdiag;
+mod stopped;
 pub mod tree;
 
 use crate::error::{Error, Result};
@@ -330,7 +331,7 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
     let mut diags = Vec::new();
     let status_text = read_text(&format!("{base}/status")).unwrap_or_default();
     let status = procfs::parse_status(&status_text);
-    if let Some(note) = stopped_note(pid, st.state, &status_text) {
+    if let Some(note) = stopped::note(pid, st.state, &status_text) {
         diags.push(note);
     }
     let cmdline: Vec<String> = std::fs::read(format!("{base}/cmdline"))
@@ -458,40 +459,6 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
         },
         maps,
         diags,
-    })
-}
-
-/// A process stopped by a signal (state T) or held by a tracer (state t): who, when the kernel
-/// says (`TracerPid`; the sender of a stop signal is not recorded anywhere).
-fn stopped_note(pid: i32, state: char, status: &str) -> Option<Diagnostic> {
-    if state != 'T' && state != 't' {
-        return None;
-    }
-    let tracer: i32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let message = if tracer != 0 {
-        let comm = read_text(&format!("/proc/{tracer}/comm")).unwrap_or_default();
-        format!(
-            "process {pid} is stopped (state {state}) and traced by pid {tracer} ({}); it runs \
-             again when its tracer lets it go or it gets SIGCONT",
-            crate::model::safe::escape_control(comm.trim())
-        )
-    } else {
-        format!(
-            "process {pid} is stopped (state {state}) by a stop signal (SIGSTOP, SIGTSTP, SIGTTIN \
-             or SIGTTOU; the kernel does not record who sent it); it will not run until it gets \
-             SIGCONT"
-        )
-    };
-    Some(Diagnostic {
-        pid: Some(Pid(pid)),
-        tid: None,
-        stage: Stage::Process,
-        kind: DiagKind::Failed,
-        message,
     })
 }
 
@@ -910,54 +877,8 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         }
         r.diags.extend(sample.diagnostics);
     }
-    if std::env::var_os("MPHANG_TRACE").is_some() {
-        trace_holds(&holds, &stopper);
-    }
-    // `MPHANG_TRACE_STOPS=FILE`: every stop, one line each (`scripts/bench.py --stops`).
-    if let Some(path) = std::env::var_os("MPHANG_TRACE_STOPS") {
-        let lines: String = holds
-            .iter()
-            .map(|h| {
-                format!(
-                    "{} {} {}\n",
-                    h.total.as_micros(),
-                    h.after_stop.as_micros(),
-                    h.since_check.as_micros()
-                )
-            })
-            .collect();
-        let _ = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()));
-    }
+    native::trace_holds(&holds, &stopper);
     max_stop.as_micros() as u64
-}
-
-/// `MPHANG_TRACE`: the distribution of per-thread stop times (scripts/bench.py reads it).
-fn trace_holds(holds: &[native::ptrace::Hold], stopper: &native::Stopper) {
-    let pct = |mut v: Vec<u128>| -> String {
-        if v.is_empty() {
-            return "-".into();
-        }
-        v.sort_unstable();
-        let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
-        format!("{}/{}/{}", at(50), at(95), v[v.len() - 1])
-    };
-    let total = pct(holds.iter().map(|h| h.total.as_micros()).collect());
-    let after = pct(holds.iter().map(|h| h.after_stop.as_micros()).collect());
-    let since = pct(holds.iter().map(|h| h.since_check.as_micros()).collect());
-    let who = match stopper {
-        native::Stopper::InProcess => "in-process",
-        native::Stopper::Helper { .. } if stopper.realtime() => "helper, SCHED_FIFO",
-        native::Stopper::Helper { .. } => "helper",
-    };
-    eprintln!(
-        "stops: {} threads ({who}); us p50/p95/max: interrupt->detach {total}; \
-         last check->detach {since}; stop reported->detach {after}",
-        holds.len()
-    );
 }
 
 /// Mutex owners read from target memory are TIDs of the target's PID namespace. For processes

@@ -519,3 +519,51 @@ fn capture_all(
     }
     out
 }
+
+/// `MPHANG_TRACE`: the distribution of per-thread stop times on stderr;
+/// `MPHANG_TRACE_STOPS=FILE`: every stop appended to FILE, one line each (`total after_stop
+/// since_check` in µs; `scripts/bench.py --stops` reads it).
+pub fn trace_holds(holds: &[Hold], stopper: &Stopper) {
+    if let Some(path) = std::env::var_os("MPHANG_TRACE_STOPS") {
+        let lines: String = holds
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {} {}\n",
+                    h.total.as_micros(),
+                    h.after_stop.as_micros(),
+                    h.since_check.as_micros()
+                )
+            })
+            .collect();
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()));
+    }
+    if std::env::var_os("MPHANG_TRACE").is_none() {
+        return;
+    }
+    let pct = |mut v: Vec<u128>| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        v.sort_unstable();
+        let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+        format!("{}/{}/{}", at(50), at(95), v[v.len() - 1])
+    };
+    let total = pct(holds.iter().map(|h| h.total.as_micros()).collect());
+    let after = pct(holds.iter().map(|h| h.after_stop.as_micros()).collect());
+    let since = pct(holds.iter().map(|h| h.since_check.as_micros()).collect());
+    let who = match stopper {
+        Stopper::InProcess => "in-process",
+        Stopper::Helper { .. } if stopper.realtime() => "helper, SCHED_FIFO",
+        Stopper::Helper { .. } => "helper",
+    };
+    eprintln!(
+        "stops: {} threads ({who}); us p50/p95/max: interrupt->detach {total}; \
+         last check->detach {since}; stop reported->detach {after}",
+        holds.len()
+    );
+}

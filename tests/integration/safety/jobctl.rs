@@ -245,7 +245,7 @@ fn check(results: &[(String, usize, usize)], runs: usize) {
 
 #[test]
 fn job_control_never_leaves_a_thread_stopped() {
-    let runs = 6;
+    let runs = 5;
     check(&run_cases(runs, &cases(false)), runs);
 }
 
