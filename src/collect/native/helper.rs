@@ -360,6 +360,10 @@ fn prepare() -> Option<u64> {
         // SAFETY: setting a signal to SIG_IGN.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    // SIGCHLD must not be ignored (the kernel then sends no stop notice), and is blocked: the
+    // helper takes it with sigtimedwait.
+    // SAFETY: setting a signal to its default disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGCHLD);
     set.thread_block().ok()?;
