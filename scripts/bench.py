@@ -2,6 +2,7 @@
 """Benchmark: mphang against py-spy and pystack on hung trees of 1 to 64 processes.
 
 Usage: scripts/bench.py [--python PY] [--sizes 1,8,32,64] [--runs 5] [--mphang BIN]
+       scripts/bench.py --stops [--runs 10] [--python PY] [--mphang BIN]
 Build first: cargo build --release. py-spy and pystack are pip-installed into .bench-venv.
 Prints a markdown table of medians (ms) for, in the same run on the same tree:
   mphang report --json --samples 1 --nonblocking   (the /proc + Python snapshot, nothing stopped)
@@ -9,6 +10,19 @@ Prints a markdown table of medians (ms) for, in the same run on the same tree:
   py-spy dump --pid ROOT --subprocesses [--native]
   pystack remote --native PID, once per process of the tree (it has no subprocess mode)
 and mphang's peak RSS (/usr/bin/time). Trees come from scripts/bench_tree.py.
+
+--stops: the time each thread is held stopped for its native stack, under CPU load (trees from
+scripts/bench_load.py: a busy Pool(8), and 16 spinning workers on this machine's CPUs), with
+the stops done in mphang's ptrace helper (SCHED_FIFO when allowed; the default) and, for
+comparison, on a thread of mphang itself (MPHANG_PTRACE_HELPER=off, the behaviour before the
+helper). Per thread, over every thread of --runs reports: p50/p95/max of
+  interrupt->detach: PTRACE_INTERRUPT to PTRACE_DETACH, an upper bound of the pause (it includes
+                     the target's own wait for a CPU before it can stop);
+  last check->detach: from the last look that found the thread not yet stopped: an upper bound
+                     of the pause without the target's wait to reach the stop (the helper
+                     looks at least every 250 µs; the in-process poller whenever it gets a CPU);
+  stop->detach:      from the moment the stop was reported to PTRACE_DETACH: a lower bound, and
+                     the pause itself when the tracer runs at SCHED_FIFO (MPHANG_TRACE_STOPS).
 """
 import argparse, json, os, shutil, signal, statistics, subprocess, sys, time
 
@@ -45,13 +59,60 @@ def version(cmd):
     return subprocess.run(cmd + ["--version"], capture_output=True, text=True).stdout.strip()
 
 
+def pct(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, len(v) * q // 100)] if v else 0
+
+
+def stops(a):
+    """--stops: per-thread stop times under load, helper against in-process."""
+    print("%s; %s; %s; load %s; %d CPUs" % (
+        time.strftime("%Y-%m-%d %H:%M"), version([a.mphang]), a.python,
+        open("/proc/loadavg").read().split()[0], os.cpu_count()))
+    print()
+    print("| load | stops done by | threads stopped | interrupt->detach µs p50 / p95 / max | last check->detach µs p50 / p95 / max | stop->detach µs p50 / p95 / max |")
+    print("|---|---|---|---|---|---|")
+    for label, args in (("busy Pool(8)", ["pool", "8"]), ("16 spinning workers", ["spin", "16"])):
+        ready = "/tmp/mphang-bench-load-%d.json" % os.getpid()
+        if os.path.exists(ready):
+            os.unlink(ready)
+        tree = subprocess.Popen([a.python, os.path.join(ROOT, "scripts", "bench_load.py")] + args,
+                                env=dict(os.environ, MPHANG_READY=ready), start_new_session=True)
+        try:
+            while not os.path.exists(ready):
+                time.sleep(0.01)
+            root = json.load(open(ready))["root"]
+            time.sleep(1.0)  # let the load settle
+            for who, env in (("helper (default)", {}), ("in-process (before)", {"MPHANG_PTRACE_HELPER": "off"})):
+                log = "/tmp/mphang-bench-stops-%d.txt" % os.getpid()
+                if os.path.exists(log):
+                    os.unlink(log)
+                for _ in range(a.runs):
+                    subprocess.run([a.mphang, "report", str(root), "--samples", "1", "--json"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=dict(os.environ, MPHANG_TRACE_STOPS=log, **env))
+                rows = [l.split() for l in open(log).read().splitlines() if l.strip()]
+                total = [int(r[0]) for r in rows]
+                after = [int(r[1]) for r in rows]
+                since = [int(r[2]) for r in rows]
+                cell = lambda v: "%d / %d / %d" % (pct(v, 50), pct(v, 95), max(v or [0]))
+                print("| %s | %s | %d | %s | %s | %s |" % (
+                    label, who, len(rows), cell(total), cell(since), cell(after)))
+        finally:
+            os.killpg(tree.pid, signal.SIGKILL)
+            tree.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=shutil.which("python3"))
     ap.add_argument("--sizes", default="1,8,32,64")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/release/mphang"))
+    ap.add_argument("--stops", action="store_true")
     a = ap.parse_args()
+    if a.stops:
+        return stops(a)
     pyspy, pystack = venv_tools()
     pyver = subprocess.run([a.python, "-c", "import platform;print(platform.python_version())"],
                            capture_output=True, text=True).stdout.strip()

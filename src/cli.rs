@@ -95,6 +95,14 @@ pub struct ReportArgs {
     /// Also write the raw snapshot to FILE (loadable with --from).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Keep secret-looking arguments (--password=…, *_TOKEN=…, user:pass@ in URLs) in the
+    /// report and the saved snapshot instead of replacing them with ***.
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Do not ask before stopping threads of a tree that is pid 1 or spans several users or
+    /// system daemons (without a terminal, such a tree is refused unless --yes is given).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     #[command(flatten)]
     pub sample: SampleArgs,
 }
@@ -123,6 +131,10 @@ pub struct AttachArgs {
     /// Never stop a thread: no native stacks (Python stacks and /proc state only).
     #[arg(long)]
     pub nonblocking: bool,
+    /// Do not ask before stopping threads of a tree that is pid 1 or spans several users or
+    /// system daemons.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,6 +181,10 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when ending the tree.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Keep secret-looking arguments (--password=…, *_TOKEN=…, user:pass@ in URLs) in the
+    /// report files, stderr and the job summary instead of replacing them with ***.
+    #[arg(long)]
+    pub no_redact: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -18,6 +18,10 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("refusing to read {path}: {why}")]
+    InputRefused { path: PathBuf, why: String },
+    #[error("refusing to stop threads all over the machine: {why}")]
+    BroadRoot { why: String },
     #[error("{path} is not a valid mphang snapshot: {message}")]
     BadSnapshot { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
@@ -57,6 +61,16 @@ impl Error {
                     .into(),
             ),
             Error::ReadInput { .. } => Some("check the path and that you can read it".into()),
+            Error::InputRefused { .. } => Some(format!(
+                "pass a regular file written by `mphang report --save FILE` or `--json` (at most \
+                 {} MiB; MPHANG_MAX_INPUT_MB raises the limit)",
+                crate::cmd::report::max_input_bytes() >> 20
+            )),
+            Error::BroadRoot { .. } => Some(
+                "name the pid of your program instead, or pass --yes (or answer y on a terminal) \
+                 to diagnose it anyway"
+                    .into(),
+            ),
             Error::Terminal(_) => {
                 Some("use `mphang report <pid>` where there is no terminal".into())
             }

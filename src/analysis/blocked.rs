@@ -5,8 +5,36 @@ use super::index::Index;
 use super::types::BlockedOn;
 use crate::model::{Decoded, FdKind, FutexRegion, ProcessSnap, Role, SyscallState, ThreadSnap};
 
-/// Resolves what `t` (a thread of `p`) waits for.
+/// Resolves what `t` (a thread of `p`) waits for. An exited (zombie) thread and a thread
+/// stopped by a signal or a tracer are said to be so, whatever their last system call.
 pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
+    match t.state {
+        'Z' | 'X' => BlockedOn::Unknown {
+            what: "exited (a zombie until its parent reaps it)".into(),
+        },
+        'T' | 't' => {
+            let was = super::describe::short(&resolve_running(p, t));
+            let (by, until) = if t.state == 't' {
+                (
+                    "by a tracer (state t: a debugger or profiler holds it)",
+                    "when its tracer lets it go",
+                )
+            } else {
+                (
+                    "by a signal (state T: SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU)",
+                    "only after SIGCONT",
+                )
+            };
+            BlockedOn::Unknown {
+                what: format!("stopped {by}, in {was}; it runs again {until}"),
+            }
+        }
+        _ => resolve_running(p, t),
+    }
+}
+
+/// What a thread that is not stopped or exited waits for.
+fn resolve_running(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
     // A GIL waiter wakes every 5 ms and may be caught runnable: still waiting for the GIL.
     if t.native.as_deref().is_some_and(crate::model::waits_for_gil) {
         return BlockedOn::Gil;

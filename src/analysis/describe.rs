@@ -49,6 +49,9 @@ pub fn process_brief(idx: &Index<'_>, g: &Graph, pid: Pid) -> String {
     if p.state == 'Z' {
         return format!("{} (exited, zombie)", p.label());
     }
+    if p.state == 'T' || p.state == 't' {
+        return format!("{} (stopped; runs again only after SIGCONT)", p.label());
+    }
     let main = ThreadRef {
         pid,
         tid: crate::model::Tid(pid.0),

@@ -67,6 +67,8 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
         return Err(Error::Usage("--interval must be more than 0".into()));
     }
     let pid = Pid(args.pid);
+    crate::collect::check_root(pid)?;
+    super::confirm::broad_root(args.pid, args.yes, args.nonblocking)?;
     let (tx, rx) = mpsc::channel();
     // Before any other thread starts (the collector's too), so that all of them inherit the
     // blocked signals; a Ctrl-C during the first look then quits as soon as the view is up.

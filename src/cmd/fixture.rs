@@ -191,6 +191,11 @@ impl Fixture {
         })
     }
 
+    /// The fixture's own scratch directory (where its ready file is).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The pid of the fixture's first process.
     pub fn root(&self) -> i32 {
         self.pgid

@@ -1,6 +1,7 @@
 //! Commands: each owns its IO, timers and exit code, and wires collect -> analysis -> render.
 
 pub mod attach;
+pub mod confirm;
 pub mod demo;
 pub mod fixture;
 pub mod man;

@@ -59,7 +59,14 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let Some((program, rest)) = args.command.split_first() else {
         return Err(Error::Usage("name the command to run after `--`".into()));
     };
-    let command = shell_words(&args.command);
+    // The command as printed and written: secrets redacted (unless --no-redact), control
+    // characters escaped.
+    let shown = crate::model::safe::escape_control(&shell_words(&if args.no_redact {
+        args.command.clone()
+    } else {
+        crate::model::safe::redact_argv(&args.command)
+    }))
+    .into_owned();
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| Error::Io {
         context: "cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER)".into(),
         source: e.into(),
@@ -81,7 +88,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         .process_group(0)
         .spawn()
         .map_err(|source| Error::Spawn {
-            command: command.clone(),
+            command: shown.clone(),
             source,
         })?;
     // mphang reaps with waitpid(-1) itself (it must, for orphans), so the handle is not used.
@@ -92,7 +99,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let paths = github::Paths::from_env();
     let junit = |outcome: junit::Outcome| {
         if let Some(path) = &args.junit {
-            let xml = junit::report(&outcome, &command, started.elapsed(), &paths);
+            let xml = junit::report(&outcome, &shown, started.elapsed(), &paths);
             if let Err(e) = std::fs::write(path, xml) {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -120,18 +127,18 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             let live = tree.live_pids().len();
             let _ = writeln!(
                 std::io::stderr(),
-                "mphang: `{command}` {why}; diagnosing {live} process{} (exit statuses from {})",
+                "mphang: `{shown}` {why}; diagnosing {live} process{} (exit statuses from {})",
                 if live == 1 { "" } else { "es" },
                 tree.status_source()
             );
-            let report = diagnose(&mut tree, pid);
+            let report = diagnose(&mut tree, pid, !args.no_redact);
             junit(junit::Outcome::Deadline {
                 why: &why,
                 report: &report,
             });
             // Colors as `--color` and the terminal decide (anstream strips them otherwise).
             let mut err = anstream::AutoStream::auto(std::io::stderr().lock());
-            let _ = publish(&report, args, &why, &command, &paths, &mut err);
+            let _ = publish(&report, args, &why, &shown, &paths, &mut err);
             let live = tree.live_pids().len();
             let _ = writeln!(
                 err,
@@ -204,11 +211,12 @@ fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
 /// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
 /// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
 /// report (the failure is a diagnostic), so the tree is always ended and the files written.
-pub(super) fn diagnose(tree: &mut Tracker, pid: i32) -> Report {
+pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool) -> Report {
     tree.poll();
     let opts = CollectOptions {
         looks: 2,
         extra_roots: tree.orphans(),
+        redact,
         ..CollectOptions::default()
     };
     let mut snapshot =
@@ -221,6 +229,8 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32) -> Report {
             None => snapshot.gone.push(g),
         }
     }
+    // The recorded deaths carry command lines too.
+    crate::model::safe::sanitize(&mut snapshot, redact);
     Report::analyze(snapshot)
 }
 
@@ -301,12 +311,21 @@ fn publish(
         }
         _ => Ok(()),
     };
+    // Under GitHub Actions, the report (full of target strings) is printed with workflow
+    // commands off, so that no line of it can act as one (`::error::…` in a thread name).
+    let resume = github.then(github::stop_commands_token);
+    if let Some(token) = &resume {
+        writeln!(err, "::stop-commands::{token}")?;
+    }
     match args.format {
         Some(RunFormat::Json) => crate::render::json::write(report, err)?,
         _ => {
             let opts = crate::render::text::TextOptions { color: true };
             crate::render::text::render(report, &opts, err)?;
         }
+    }
+    if let Some(token) = &resume {
+        writeln!(err, "::{token}::")?;
     }
     if github {
         err.write_all(github::annotations(report, why, paths).as_bytes())?;
@@ -327,7 +346,7 @@ fn publish(
 }
 
 /// `report.txt` (text, no color) and `report.json` (the `mphang/report/v1` document, loadable
-/// with `mphang report --from`).
+/// with `mphang report --from`), both mode 0600.
 pub(super) fn write_files(report: &Report, dir: &Path) -> Result<()> {
     let wrap = |path: &Path| {
         let path = path.to_path_buf();
@@ -341,12 +360,12 @@ pub(super) fn write_files(report: &Report, dir: &Path) -> Result<()> {
         &crate::render::text::TextOptions { color: false },
         &mut text,
     )
-    .and_then(|()| std::fs::write(&txt, &text))
+    .and_then(|()| super::report::write_private(&txt, &text))
     .map_err(wrap(&txt))?;
     let mut json = Vec::new();
     let js = dir.join("report.json");
     crate::render::json::write(report, &mut json)
-        .and_then(|()| std::fs::write(&js, &json))
+        .and_then(|()| super::report::write_private(&js, &json))
         .map_err(wrap(&js))?;
     Ok(())
 }

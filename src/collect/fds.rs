@@ -83,16 +83,35 @@ pub fn classify(target: &str) -> FdKind {
     }
 }
 
-/// Queries one pipe through `/proc/PID/fd/N`: FIONREAD and F_GETPIPE_SZ on a fresh
-/// O_RDONLY|O_NONBLOCK open, closed at once. Consumes nothing; the extra reader exists only for
-/// the microseconds the fd is open (see field guide §5.1).
+/// Queries one pipe's fill (FIONREAD) and capacity (F_GETPIPE_SZ) through fd `fd` of `pid`,
+/// which holds one end of it (callers prefer a write end), without ever adding a reader (field guide §5.1):
+///
+/// 1. `pidfd_getfd` duplicates the target's own open file: no new open, so the pipe's reader and writer counts do not change at all;
+/// 2. when that is refused (no ptrace-level access, a kernel before 5.6, or
+///    `MPHANG_PIPE_MEASURE=reopen`), `/proc/PID/fd/N` is reopened `O_WRONLY|O_NONBLOCK`: one
+///    extra *writer* for the microseconds it is open, never an extra reader, so a writer whose
+///    readers are gone still gets EPIPE (a reader whose writers are all gone sees EOF that
+///    much later).
+///
+/// The descriptor is closed at once and nothing is read or written. docs/permissions.md states
+/// the residual effect of each way.
 pub fn query_pipe(pid: i32, fd: i32, inode: Inode) -> PipeSnap {
-    let (buffered, capacity) = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(format!("/proc/{pid}/fd/{fd}"))
-    {
-        Ok(file) => {
+    let reopen_only = std::env::var("MPHANG_PIPE_MEASURE").is_ok_and(|v| v == "reopen");
+    let file = if reopen_only {
+        None
+    } else {
+        dup_from(pid, fd, inode)
+    }
+    .or_else(|| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/{pid}/fd/{fd}"))
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.ino() == inode.0))
+    });
+    let (buffered, capacity) = match file {
+        Some(file) => {
             let raw = file.as_raw_fd();
             let mut n: libc::c_int = 0;
             // SAFETY: `raw` is an open fd owned by `file` for this whole block, and FIONREAD
@@ -103,7 +122,7 @@ pub fn query_pipe(pid: i32, fd: i32, inode: Inode) -> PipeSnap {
             let c = unsafe { libc::fcntl(raw, libc::F_GETPIPE_SZ) };
             (buffered, (c > 0).then_some(c as u32))
         }
-        Err(_) => (None, None),
+        None => (None, None),
     };
     PipeSnap {
         inode,
@@ -111,6 +130,27 @@ pub fn query_pipe(pid: i32, fd: i32, inode: Inode) -> PipeSnap {
         capacity,
         later_buffered: Vec::new(),
     }
+}
+
+/// `pidfd_getfd(pidfd_open(pid), fd)`: a duplicate of the target's open file (no new open, so
+/// no pipe reader or writer is added), if it is still pipe `inode`.
+fn dup_from(pid: i32, fd: i32, inode: Inode) -> Option<std::fs::File> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = i32::try_from(pidfd).ok().filter(|&f| f >= 0)?;
+    // SAFETY: `pidfd` is a fresh descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: pidfd_getfd takes a pidfd, a target fd number and flags (0); returns a new
+    // descriptor or -1.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let dup = i32::try_from(dup).ok().filter(|&f| f >= 0)?;
+    // SAFETY: `dup` is a fresh descriptor that nothing else owns.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(dup) });
+    // The target may have closed and reused fd N since its link was read.
+    file.metadata()
+        .is_ok_and(|m| m.ino() == inode.0)
+        .then_some(file)
 }
 
 #[cfg(test)]

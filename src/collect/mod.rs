@@ -7,6 +7,7 @@
 //! -> roles -> later looks for progress. A process that vanishes or refuses
 //! becomes a diagnostic, never an abort.
 
+pub mod breadth;
 pub mod decode;
 pub mod fds;
 pub mod host;
@@ -20,6 +21,7 @@ pub mod python;
 pub mod select;
 pub mod sems;
 pub mod sockdiag;
+mod stopped;
 pub mod tree;
 
 use crate::error::{Error, Result};
@@ -46,6 +48,9 @@ pub struct CollectOptions {
     pub native: bool,
     /// More trees to include (e.g. orphans reparented to `mphang run`, a subreaper).
     pub extra_roots: Vec<Pid>,
+    /// Redact secret-looking arguments and paths (`model::safe`); false = `--no-redact`.
+    /// Control characters in target strings are escaped either way.
+    pub redact: bool,
 }
 
 impl Default for CollectOptions {
@@ -56,6 +61,7 @@ impl Default for CollectOptions {
             python: true,
             native: true,
             extra_roots: Vec::new(),
+            redact: true,
         }
     }
 }
@@ -265,7 +271,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         }
     }
 
-    Ok(Snapshot {
+    let mut snap = Snapshot {
         schema: SCHEMA.to_string(),
         mphang_version: env!("CARGO_PKG_VERSION").to_string(),
         taken_at_ms,
@@ -281,7 +287,10 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         semaphores,
         gone,
         diagnostics,
-    })
+    };
+    // Every target string is escaped (and secrets redacted) here, once, for every renderer.
+    crate::model::safe::sanitize(&mut snap, opts.redact);
+    Ok(snap)
 }
 
 fn clock_ticks() -> u64 {
@@ -311,9 +320,11 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
         message: "unparsable stat".into(),
     })?;
     let mut diags = Vec::new();
-    let status = read_text(&format!("{base}/status"))
-        .map(|s| procfs::parse_status(&s))
-        .unwrap_or_default();
+    let status_text = read_text(&format!("{base}/status")).unwrap_or_default();
+    let status = procfs::parse_status(&status_text);
+    if let Some(note) = stopped::note(pid, st.state, &status_text) {
+        diags.push(note);
+    }
     let cmdline: Vec<String> = std::fs::read(format!("{base}/cmdline"))
         .map(|b| {
             b.split(|&c| c == 0)
@@ -459,14 +470,19 @@ fn layout_key(r: &Raw) -> Option<String> {
 }
 
 fn looks_like_python(r: &Raw) -> bool {
+    let python = |path: &str| path.rsplit('/').next().unwrap_or("").starts_with("python");
     r.maps.iter().any(|m| {
         let base = m.path.rsplit('/').next().unwrap_or("");
         base.starts_with("python") || base.starts_with("libpython")
     }) || (r.maps.is_empty()
-        && r.snap
-            .exe
-            .as_deref()
-            .is_some_and(|e| e.rsplit('/').next().unwrap_or("").starts_with("python")))
+        && (r.snap.exe.as_deref().is_some_and(python)
+            || r.snap.cmdline.first().is_some_and(|a| python(a))))
+}
+
+/// A live process whose maps could not be read: whether it runs Python is unknown, so it is
+/// not called "not Python".
+fn unreadable(r: &Raw) -> bool {
+    r.maps.is_empty() && r.snap.state != 'Z'
 }
 
 fn add_python(procs: &mut [Raw], workers: usize) {
@@ -474,6 +490,9 @@ fn add_python(procs: &mut [Raw], workers: usize) {
     for r in procs.iter_mut() {
         if r.snap.state == 'Z' {
             continue;
+        }
+        if !looks_like_python(r) && unreadable(r) {
+            continue; // its permission diagnostic says why
         }
         if !looks_like_python(r) {
             r.diags.push(Diagnostic {
@@ -528,17 +547,22 @@ fn add_python(procs: &mut [Raw], workers: usize) {
     }
 }
 
-/// One (pid, fd) through which each pipe inode can be queried.
+/// One (pid, fd) through which each pipe inode can be queried: a write end when the tree holds
+/// one (see [`fds::query_pipe`]: a write end is the safest to measure through).
 fn pipe_refs(procs: &[Raw]) -> BTreeMap<Inode, (i32, i32)> {
-    let mut m = BTreeMap::new();
+    let mut m: BTreeMap<Inode, (i32, i32, bool)> = BTreeMap::new();
     for r in procs {
         for f in &r.snap.fds {
             if let Some(ino) = f.pipe_inode() {
-                m.entry(ino).or_insert((r.snap.pid.0, f.fd));
+                let write = f.access.can_write();
+                let e = m.entry(ino).or_insert((r.snap.pid.0, f.fd, write));
+                if write && !e.2 {
+                    *e = (r.snap.pid.0, f.fd, write);
+                }
             }
         }
     }
-    m
+    m.into_iter().map(|(k, (p, f, _))| (k, (p, f))).collect()
 }
 
 fn semaphores(
@@ -631,7 +655,7 @@ fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<Stri
             Role::ForkserverChild
         } else if cmd_has(r, "--multiprocessing-fork") {
             Role::SpawnChild
-        } else if r.snap.python_version.is_none() && !looks_like_python(r) {
+        } else if r.snap.python_version.is_none() && !looks_like_python(r) && !unreadable(r) {
             Role::NonPython
         } else if pid == root {
             Role::Main
@@ -795,10 +819,13 @@ fn holders(
 }
 
 /// Native stacks of every live process, one cache for the tree (forked children share their
-/// parent's files). Returns the longest time any thread was held stopped, in microseconds.
+/// parent's files), all stops done by one ptrace helper process (`native::helper`) when the
+/// binary provides one. Returns the longest time any thread was held stopped, in microseconds.
 fn add_native(procs: &mut [Raw]) -> u64 {
     let mut cache = native::NativeCache::new();
+    let mut stopper = native::Stopper::for_collection();
     let mut max_stop = std::time::Duration::ZERO;
+    let mut holds = Vec::new();
     let me = std::process::id() as i32;
     for r in procs.iter_mut() {
         if r.snap.state == 'Z' || r.snap.pid.0 == me {
@@ -808,14 +835,16 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         // The maps read moments ago by `read_process`: not read a second time.
         let maps: Vec<native::maps::MapEntry> =
             r.maps.iter().map(native::maps::MapEntry::from).collect();
-        let sample = native::sample_with_maps(
+        let sample = native::sample_with_stopper(
             r.snap.pid,
             &tids,
             &maps,
             &mut cache,
             &native::SampleOptions::default(),
+            &mut stopper,
         );
         max_stop = max_stop.max(sample.max_stop);
+        holds.extend(sample.holds);
         for nt in sample.threads {
             if let Some(t) = r.snap.threads.iter_mut().find(|t| t.tid == nt.tid) {
                 t.native = Some(nt.frames);
@@ -823,6 +852,7 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         }
         r.diags.extend(sample.diagnostics);
     }
+    native::trace_holds(&holds, &stopper);
     max_stop.as_micros() as u64
 }
 

@@ -14,6 +14,7 @@ mod ids;
 pub mod merge;
 mod process;
 pub mod qualify;
+pub mod safe;
 mod stack;
 mod syscall;
 

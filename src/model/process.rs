@@ -112,7 +112,8 @@ pub struct ThreadSnap {
 /// A cheap later look at a thread: enough to tell that it moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ThreadLook {
-    /// Milliseconds after the first look.
+    /// Milliseconds after the first look ended (measured). The first look read each thread at
+    /// its start, so the two reads of a thread are at most `collect_ms + after_ms` apart.
     pub after_ms: u64,
     /// False when the thread had exited by then.
     pub alive: bool,

@@ -6,17 +6,46 @@
 use super::Report;
 use std::io::Write;
 
-/// Writes the report as pretty JSON followed by a newline.
+/// Writes the report as pretty JSON followed by a newline; above 256 threads compact instead
+/// (`super::compact`: shorthands for repeated parts, no indentation).
 pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
-    // `From` keeps an I/O error's kind (a closed pipe stays `BrokenPipe`).
-    serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::from)?;
+    write_with(report, false, out)
+}
+
+/// [`write`], compact whatever the size when `compact`.
+pub fn write_with(report: &Report, compact: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if compact || report.threads.len() > super::compact::AUTO_THREADS {
+        // Shorthands, and no indentation (half the size again): `jq .` pretty-prints it.
+        let v = super::compact::to_value(report).map_err(std::io::Error::other)?;
+        serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::from)?;
+    } else {
+        // `From` keeps an I/O error's kind (a closed pipe stays `BrokenPipe`).
+        serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::from)?;
+    }
     writeln!(out)
+}
+
+/// Parses a `--json` report (either form: the shorthands of compact reports are expanded).
+pub fn parse_report(text: &str) -> Result<Report, String> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    super::compact::expand(&mut v);
+    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 /// Parses either a saved snapshot (`mphang/snapshot/v1`) or a `--json` report
 /// (`mphang/report/v1`, whose snapshot is taken) into a snapshot.
 pub fn parse_snapshot(text: &str) -> Result<crate::model::Snapshot, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    parse_snapshot_with(text, |_| {})
+}
+
+/// [`parse_snapshot`], with `edit` applied to the JSON value before it becomes types.
+pub fn parse_snapshot_with(
+    text: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<crate::model::Snapshot, String> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    super::compact::expand(&mut v);
+    edit(&mut v);
     let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
     match schema {
         crate::model::SCHEMA => serde_json::from_value(v).map_err(|e| e.to_string()),

@@ -1,5 +1,6 @@
 //! Output surfaces: the [`Report`] (snapshot + analysis) rendered as text or JSON.
 
+pub mod compact;
 pub mod json;
 pub mod lenient;
 mod multi;

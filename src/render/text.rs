@@ -5,6 +5,7 @@
 use super::Report;
 use crate::analysis::{Finding, Progress, Severity};
 use crate::model::{ProcessSnap, ThreadRef};
+use std::collections::HashMap;
 use std::io::Write;
 
 /// Text rendering options.
@@ -53,10 +54,112 @@ pub fn source_line(file: &str, line: i32) -> Option<String> {
     }
     let text = std::fs::read_to_string(file).ok()?;
     let l = text.lines().nth(line as usize - 1)?.trim();
-    (!l.is_empty()).then(|| l.to_string())
+    // The file belongs to the target: its text is escaped like every target string.
+    (!l.is_empty()).then(|| crate::model::safe::escape_control(l).into_owned())
 }
 
 pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut guarded = NoCommandLines {
+        inner: out,
+        at_line_start: true,
+        pending: Vec::new(),
+        esc: 0,
+    };
+    render_lines(report, opts, &mut guarded)?;
+    guarded.flush_pending()
+}
+
+/// Target strings are escaped (`model::safe`), so none can start a line; but one printed at
+/// the start of a line (a function or symbol name) could begin with `::`, which a CI log
+/// (GitHub Actions) would take as a workflow command. Such a line gets a backslash before its
+/// first `:`.
+struct NoCommandLines<'a> {
+    inner: &'a mut dyn Write,
+    at_line_start: bool,
+    /// The leading whitespace (and a possible first `:`) of the current line, not yet written.
+    pending: Vec<u8>,
+    /// Inside a terminal escape sequence at the start of a line (colors are stripped later,
+    /// by anstream, so they must not hide a `::`): 1 after ESC, 2 inside `ESC [`.
+    esc: u8,
+}
+
+impl NoCommandLines<'_> {
+    fn flush_pending(&mut self) -> std::io::Result<()> {
+        let r = self.inner.write_all(&self.pending);
+        self.pending.clear();
+        r
+    }
+}
+
+impl Write for NoCommandLines<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut i = 0;
+        while i < buf.len() {
+            if !self.at_line_start {
+                // Copy through the end of this line in one go.
+                let end = buf[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|n| i + n + 1)
+                    .unwrap_or(buf.len());
+                self.inner.write_all(&buf[i..end])?;
+                self.at_line_start = buf[end - 1] == b'\n';
+                i = end;
+                continue;
+            }
+            // At the start of a line: hold back escape sequences and leading blanks until the
+            // first other byte.
+            if self.esc > 0 {
+                let b = buf[i];
+                i += 1;
+                self.pending.push(b);
+                self.esc = match (self.esc, b) {
+                    (1, b'[') => 2,
+                    (2, 0x40..=0x7e) | (1, _) => 0,
+                    (e, _) => e,
+                };
+                continue;
+            }
+            if buf[i] == 0x1b {
+                self.pending.push(0x1b);
+                self.esc = 1;
+                i += 1;
+                continue;
+            }
+            let blanks = buf[i..]
+                .iter()
+                .take_while(|&&b| b == b' ' || b == b'\t')
+                .count();
+            self.pending.extend_from_slice(&buf[i..i + blanks]);
+            i += blanks;
+            if blanks > 0 {
+                continue; // an escape sequence may follow
+            }
+            let Some(&b) = buf.get(i) else { break };
+            i += 1;
+            if b == b':' && self.pending.last() != Some(&b':') {
+                self.pending.push(b);
+                continue;
+            }
+            if b == b':' {
+                // "::" at the start of a line.
+                let colon = self.pending.pop();
+                self.pending.push(b'\\');
+                self.pending.extend(colon);
+            }
+            self.pending.push(b);
+            self.at_line_start = b == b'\n';
+            self.flush_pending()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn render_lines(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::io::Result<()> {
     let p = Paint { on: opts.color };
     let s = &report.snapshot;
     let nthreads: usize = s.processes.iter().map(|p| p.threads.len()).sum();
@@ -96,11 +199,16 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
         .filter(|d| d.kind == crate::model::DiagKind::PermissionDenied)
         .collect();
     if let Some(d) = denied.first() {
+        // Several diagnostics (maps, syscalls, stacks) may name the same process.
+        let mut pids: Vec<_> = denied.iter().map(|d| d.pid).collect();
+        pids.sort();
+        pids.dedup();
         writeln!(
             out,
-            "{} {} process(es) could be read only partly: {} (see NOTES and docs/permissions.md)",
+            "{} {} process{} could be read only partly: {} (see NOTES and docs/permissions.md)",
             p.yellow("PERMISSION:"),
-            denied.len(),
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" },
             d.message
         )?;
         writeln!(out)?;
@@ -111,7 +219,20 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
             .iter()
             .filter(|t| t.progress == Progress::Stuck)
             .count();
-        if stuck == 0 {
+        let stopped = s
+            .processes
+            .iter()
+            .filter(|p| p.threads.iter().any(|t| matches!(t.state, 'T' | 't')))
+            .count();
+        if stopped > 0 {
+            writeln!(
+                out,
+                "{} but {stopped} process{} stopped (by a signal or a tracer) and will not run until \
+                 resumed (see NOTES).",
+                p.yellow("No hang found,"),
+                if stopped == 1 { " is" } else { "es are" }
+            )?;
+        } else if stuck == 0 {
             writeln!(
                 out,
                 "{} every thread can make progress.",
@@ -282,53 +403,66 @@ fn finding(
     Ok(())
 }
 
-fn depth(report: &Report, pr: &ProcessSnap) -> usize {
-    let mut d = 0;
-    let mut cur = pr.ppid;
-    while let Some(parent) = report.snapshot.process(cur) {
-        d += 1;
-        cur = parent.ppid;
-        if d > 32 {
-            break;
+/// Deeper processes are not indented further (a 100,000-deep chain stays readable).
+const MAX_INDENT: usize = 32;
+
+/// Processes in depth-first order (parents before children, siblings in snapshot order) with
+/// their depth. Iterative and linear: a 100,000-deep chain neither recurses nor rescans.
+fn tree_order(procs: &[ProcessSnap]) -> Vec<(usize, usize)> {
+    let index: HashMap<crate::model::Pid, usize> =
+        procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+    let mut children: HashMap<crate::model::Pid, Vec<usize>> = HashMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        if p.ppid != p.pid {
+            children.entry(p.ppid).or_default().push(i);
         }
     }
-    d
+    let mut seen = vec![false; procs.len()];
+    let mut order = Vec::with_capacity(procs.len());
+    let roots = procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !index.contains_key(&p.ppid))
+        .map(|(i, _)| i)
+        .chain(0..procs.len());
+    for root in roots {
+        let mut stack = vec![(root, 0usize)];
+        while let Some((i, d)) = stack.pop() {
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            order.push((i, d));
+            if let Some(kids) = children.get(&procs[i].pid) {
+                stack.extend(kids.iter().rev().map(|&k| (k, d + 1)));
+            }
+        }
+    }
+    order
 }
 
 fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
-    // Depth-first order from the walk's parents-first order.
     let procs = &report.snapshot.processes;
-    let mut order: Vec<&ProcessSnap> = Vec::new();
-    fn visit<'a>(pr: &'a ProcessSnap, all: &'a [ProcessSnap], order: &mut Vec<&'a ProcessSnap>) {
-        if order.iter().any(|x| x.pid == pr.pid) {
-            return;
-        }
-        order.push(pr);
-        for c in all.iter().filter(|c| c.ppid == pr.pid && c.pid != pr.pid) {
-            visit(c, all, order);
-        }
-    }
-    for pr in procs {
-        if report.snapshot.process(pr.ppid).is_none() {
-            visit(pr, procs, &mut order);
-        }
-    }
-    for pr in procs {
-        visit(pr, procs, &mut order);
-    }
+    let verdicts: HashMap<ThreadRef, &crate::analysis::ThreadVerdict> =
+        report.threads.iter().map(|v| (v.thread, v)).collect();
     let mut host = None;
-    for pr in order {
+    for (i, d) in tree_order(procs) {
+        let pr = &procs[i];
         if report.snapshot.is_merged() && host != Some(pr.pid.host()) {
             host = Some(pr.pid.host());
             super::multi::host_line(report, pr.pid, out)?;
         }
-        let d = depth(report, pr);
-        let pad = "  ".repeat(d);
-        let py = pr
-            .python_version
-            .as_deref()
-            .map(|v| format!("python {v}"))
-            .unwrap_or_else(|| "not Python".into());
+        let pad = "  ".repeat(d.min(MAX_INDENT));
+        let unreadable =
+            report.snapshot.diagnostics.iter().any(|d| {
+                d.pid == Some(pr.pid) && d.kind == crate::model::DiagKind::PermissionDenied
+            });
+        let py = match (&pr.python_version, pr.role) {
+            (Some(v), _) => format!("python {v}"),
+            (None, crate::model::Role::NonPython) => "not Python".into(),
+            (None, _) if unreadable => "Python unknown: not readable".into(),
+            (None, _) => "Python version unknown".into(),
+        };
         writeln!(
             out,
             "{pad}{}{} {} [{}] {}  {}",
@@ -344,14 +478,20 @@ fn tree(p: &Paint, report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
                 pid: pr.pid,
                 tid: t.tid,
             };
-            let Some(v) = report.verdict(r) else { continue };
-            let mark = match v.progress {
-                Progress::Stuck => p.red("STUCK"),
-                Progress::CanProgress => p.green("ok   "),
+            let Some(v) = verdicts.get(&r).copied() else {
+                continue;
+            };
+            let mark = match (t.state, v.progress) {
+                // An exited (zombie) thread is not stuck; a stopped one is neither ok nor stuck.
+                ('Z' | 'X', _) => p.dim("EXIT "),
+                ('T' | 't', _) => p.yellow("STOP "),
+                (_, Progress::Stuck) => p.red("STUCK"),
+                (_, Progress::CanProgress) => p.green("ok   "),
             };
             let why = match (&v.progress, &v.because) {
                 (Progress::CanProgress, Some(b))
-                    if !matches!(v.blocked_on, crate::analysis::BlockedOn::Running) =>
+                    if !matches!(v.blocked_on, crate::analysis::BlockedOn::Running)
+                        && !matches!(t.state, 'T' | 't' | 'Z' | 'X') =>
                 {
                     p.dim(&format!("  ({b})"))
                 }
@@ -455,6 +595,35 @@ fn truncate(s: &str, n: usize) -> String {
 mod tests {
     use super::*;
     use crate::model::{GoneProcess, Pid};
+    use std::io::Write;
+
+    fn guard(text: &str) -> String {
+        let mut v = Vec::new();
+        let mut g = NoCommandLines {
+            inner: &mut v,
+            at_line_start: true,
+            pending: Vec::new(),
+            esc: 0,
+        };
+        for chunk in text.as_bytes().chunks(3) {
+            g.write_all(chunk).expect("write");
+        }
+        g.flush_pending().expect("flush");
+        String::from_utf8(v).expect("utf8")
+    }
+
+    #[test]
+    fn no_line_starts_a_workflow_command() {
+        assert_eq!(
+            guard("ok line\n    ::error::x (a.py:1)\n:single\nstd::vector\n::\n"),
+            "ok line\n    \\::error::x (a.py:1)\n:single\nstd::vector\n\\::\n"
+        );
+        // Colors at the start of a line are stripped later and must not hide a command.
+        assert_eq!(
+            guard("\x1b[1m::error::x\n  \x1b[2m\x1b[31m ::warning\n"),
+            "\x1b[1m\\::error::x\n  \x1b[2m\x1b[31m \\::warning\n"
+        );
+    }
 
     #[test]
     fn clean_exits_are_summarised() {

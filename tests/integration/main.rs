@@ -8,6 +8,7 @@ mod native;
 mod pytest_plugin;
 mod replay;
 mod run;
+mod safety;
 mod schema;
 mod tui;
 mod util;

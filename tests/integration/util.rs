@@ -104,7 +104,7 @@ pub fn report_json(pid: i32, extra: &[&str]) -> (i32, mphang::render::Report) {
     if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) {
         crate::schema::assert_valid_report(&doc, &format!("report of {pid}"));
     }
-    let report: mphang::render::Report = serde_json::from_str(&text).unwrap_or_else(|e| {
+    let report = mphang::render::json::parse_report(&text).unwrap_or_else(|e| {
         panic!(
             "report for {pid} is not valid JSON ({e}); exit {code}; stderr: {}",
             String::from_utf8_lossy(&out.stderr)

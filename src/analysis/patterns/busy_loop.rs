@@ -68,10 +68,16 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                     threads: vec![r],
                     culprit,
                     fix: "Don't poll a flag in a loop: a module global set in the parent after fork is not seen by the child. Share state with multiprocessing.Event or Value and wait on it (event.wait()).",
-                    evidence: vec![format!(
-                        "{used} CPU ticks in {} ms ({} per s), innermost frame {here} in every look",
-                        last.after_ms, hz
-                    )],
+                    evidence: vec![{
+                        // The first look read the thread's CPU time at its start: the two reads
+                        // are the first look's duration plus `after_ms` apart (measured).
+                        let measured = ctx.idx.snap.collect_ms + last.after_ms;
+                        format!(
+                            "{used} CPU ticks in the {measured} ms measured between two reads of \
+                             its CPU time ({}% of one CPU); innermost frame {here} in every look",
+                            (used * 1000 / hz * 100 / measured.max(1)).min(100)
+                        )
+                    }],
                 }
                 .finish(Severity::Warning),
             );

@@ -57,6 +57,24 @@ impl Paths {
     }
 }
 
+/// A fresh token for `::stop-commands::TOKEN` ... `::TOKEN::`: unguessable by the target, whose
+/// strings are printed in between.
+pub fn stop_commands_token() -> String {
+    let mut b = [0u8; 16];
+    let got = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok();
+    if !got {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..16].copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("mphang-{hex}")
+}
+
 /// The annotation lines: `::error` per hang finding, `::warning` per warning finding, or one
 /// `::error` for the timeout itself when nothing was named.
 pub fn annotations(report: &Report, why: &str, paths: &Paths) -> String {
@@ -127,7 +145,11 @@ pub fn summary(
                     )
                 })
                 .unwrap_or_default();
-            let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+            let cell = |s: &str| {
+                s.replace('|', "\\|")
+                    .replace('\n', " ")
+                    .replace('<', "&lt;")
+            };
             let _ = writeln!(
                 md,
                 "| `{}` | {} | {} | {} |",

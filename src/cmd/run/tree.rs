@@ -298,7 +298,11 @@ impl Tracker {
         while let Some(parent) = queue.pop() {
             let pids = first.take().unwrap_or_else(|| children_of(parent));
             for pid in pids {
-                if pid == self.me || found.contains_key(&pid) {
+                // mphang's own ptrace helper is not part of the tree.
+                if pid == self.me
+                    || found.contains_key(&pid)
+                    || crate::collect::native::helper::is_helper(pid)
+                {
                     continue;
                 }
                 let Some(stat) = read_stat(pid) else { continue };
@@ -390,7 +394,8 @@ impl Tracker {
             for e in exits.ended() {
                 let known = out.iter().any(|g| g.pid.0 == e.pid)
                     || self.live.contains_key(&e.pid)
-                    || e.pid == self.me;
+                    || e.pid == self.me
+                    || crate::collect::native::helper::is_helper_cmdline(&e.cmdline);
                 if !known {
                     out.push(GoneProcess {
                         pid: Pid(e.pid),

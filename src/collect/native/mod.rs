@@ -11,7 +11,9 @@
 //! Also here: [`merge`] (Python + native frames, like `py-spy dump --native`) and the lock-owner
 //! helpers in [`locks`].
 
+mod capture;
 pub mod elf;
+pub mod helper;
 pub mod locks;
 pub mod maps;
 pub mod ptrace;
@@ -25,17 +27,18 @@ pub use locks::{
 };
 
 use crate::model::{DiagKind, Diagnostic, NativeFrame, Pid, Stage, Tid};
+use capture::Capture;
 use elf::ElfFile;
 use maps::MapEntry;
-use ptrace::{AttachError, Attached, Regs};
+use ptrace::{AttachError, Hold};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use symbols::FileSymbols;
-use unwind::{ProcessUnwinder, StackCopy, UnwindCache, UnwindEnd};
+use unwind::{ProcessUnwinder, UnwindCache, UnwindEnd};
 
 /// Identity of a mapped file: `major:minor` and inode from `/proc/PID/maps`
 /// (the vdso, which has neither, is keyed by its name and size).
@@ -206,6 +209,8 @@ pub struct NativeSample {
     pub diagnostics: Vec<Diagnostic>,
     /// The longest time any thread of the process was held stopped.
     pub max_stop: Duration,
+    /// How long each thread that was stopped was held (for the stop-time distribution).
+    pub holds: Vec<Hold>,
 }
 
 impl NativeSample {
@@ -248,15 +253,6 @@ impl Default for SampleOptions {
             extra_hold: Duration::ZERO,
         }
     }
-}
-
-/// What the ptrace thread brings back for one thread.
-#[derive(Debug)]
-struct Capture {
-    tid: Tid,
-    regs: Regs,
-    stack: StackCopy,
-    held: Duration,
 }
 
 fn diag(pid: Pid, tid: Option<Tid>, kind: DiagKind, message: String) -> Diagnostic {
@@ -324,14 +320,59 @@ pub fn sample_with(
     sample_with_maps(pid, tids, &maps, cache, opts)
 }
 
-/// [`sample_with`] for a caller that has just read and parsed `/proc/PID/maps` itself (the
-/// collector), so the file is not read twice.
+/// [`sample_with`] for a caller that has just read and parsed `/proc/PID/maps` itself, so the
+/// file is not read twice. Threads are stopped on a thread of this process.
 pub fn sample_with_maps(
     pid: Pid,
     tids: &[Tid],
     maps: &[MapEntry],
     cache: &mut NativeCache,
     opts: &SampleOptions,
+) -> NativeSample {
+    sample_with_stopper(pid, tids, maps, cache, opts, &mut Stopper::InProcess)
+}
+
+/// Who stops the threads.
+pub enum Stopper {
+    /// A dedicated thread of this process (library callers; `StopMode::AllAtOnce`).
+    InProcess,
+    /// mphang's ptrace helper process (see [`helper`]): a stopped mphang never holds a thread.
+    /// Replaced by a new helper when one is killed; `None` after too many failures.
+    Helper {
+        helper: Option<helper::Helper>,
+        restarts: u32,
+    },
+}
+
+impl Stopper {
+    /// The helper when [`helper::set_program`] was called and it starts, else in-process.
+    pub fn for_collection() -> Stopper {
+        match helper::Helper::start() {
+            Some(h) => Stopper::Helper {
+                helper: Some(h),
+                restarts: 0,
+            },
+            None => Stopper::InProcess,
+        }
+    }
+
+    /// True when stops run in a helper at a real-time priority.
+    pub fn realtime(&self) -> bool {
+        matches!(self, Stopper::Helper { helper: Some(h), .. } if h.realtime)
+    }
+}
+
+/// A helper killed more often than this in one collection is not restarted.
+const MAX_HELPER_RESTARTS: u32 = 3;
+
+/// [`sample_with_maps`] with an explicit [`Stopper`] (the collector passes its helper).
+pub fn sample_with_stopper(
+    pid: Pid,
+    tids: &[Tid],
+    maps: &[MapEntry],
+    cache: &mut NativeCache,
+    opts: &SampleOptions,
+    stopper: &mut Stopper,
 ) -> NativeSample {
     let mut out = NativeSample::default();
     if pid.0 == std::process::id() as i32 {
@@ -377,7 +418,8 @@ pub fn sample_with_maps(
         todo.push(tid);
     }
 
-    let results = capture_all(pid, &todo, maps, opts);
+    let ranges: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
+    let results = capture_all(pid, &todo, &ranges, opts, stopper);
     for (tid, mut r) in results {
         // A TID listed earlier may have exited and been reused by another process before the
         // seize; then what we read belongs elsewhere. The task is gone from pid in that case.
@@ -386,7 +428,8 @@ pub fn sample_with_maps(
         }
         match r {
             Ok(c) => {
-                out.max_stop = out.max_stop.max(c.held);
+                out.max_stop = out.max_stop.max(c.held.total);
+                out.holds.push(c.held);
                 let frames = cache
                     .unwinders
                     .get(&sig)
@@ -437,124 +480,90 @@ pub fn sample_with_maps(
     out
 }
 
-/// Runs every ptrace call on one dedicated thread and returns what it captured.
+/// Captures every thread in `tids`: in-process, or one request per thread to the helper
+/// (restarting it when it was killed; a thread whose helper died becomes a diagnostic).
 fn capture_all(
     pid: Pid,
     tids: &[Tid],
-    maps: &[MapEntry],
+    ranges: &[(u64, u64)],
     opts: &SampleOptions,
+    stopper: &mut Stopper,
 ) -> Vec<(Tid, Result<Capture, AttachError>)> {
-    if tids.is_empty() {
-        return Vec::new();
-    }
-    let joined = std::thread::scope(|s| {
-        let h = std::thread::Builder::new()
-            .name("mphang-ptrace".into())
-            .spawn_scoped(s, || {
-                // Tighter sleeps while polling for the stop (the target waits on us).
-                // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
-                unsafe {
-                    libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-                }
-                match opts.mode {
-                    StopMode::OneAtATime => tids
-                        .iter()
-                        .map(|&t| (t, capture_one(pid, t, maps, opts)))
-                        .collect::<Vec<_>>(),
-                    StopMode::AllAtOnce => capture_together(pid, tids, maps, opts),
-                }
-            });
-        match h {
-            Ok(h) => h.join().ok(),
-            Err(_) => None,
+    let (slot, restarts) = match stopper {
+        Stopper::Helper { helper, restarts } if opts.mode == StopMode::OneAtATime => {
+            (helper, restarts)
         }
-    });
-    joined.unwrap_or_else(|| {
-        tids.iter()
-            .map(|&t| (t, Err(AttachError::Other("ptrace thread failed".into()))))
-            .collect()
-    })
-}
-
-fn read_stopped(
-    pid: Pid,
-    g: &Attached,
-    maps: &[MapEntry],
-    opts: &SampleOptions,
-) -> Result<(Regs, StackCopy), AttachError> {
-    let regs = g.regs()?;
-    let end = maps::stack_end(maps, regs.sp);
-    let stack = ptrace::copy_stack(pid, regs.sp, end, opts.stack_bytes);
-    if !opts.extra_hold.is_zero() {
-        std::thread::sleep(opts.extra_hold);
-    }
-    Ok((regs, stack))
-}
-
-fn capture_one(
-    pid: Pid,
-    tid: Tid,
-    maps: &[MapEntry],
-    opts: &SampleOptions,
-) -> Result<Capture, AttachError> {
-    let mut g = Attached::seize(tid)?;
-    g.wait_stopped(Instant::now() + opts.stop_timeout)?;
-    let read = read_stopped(pid, &g, maps, opts);
-    let exiting = g.exiting();
-    let held = g.detach();
-    let (regs, stack) = read?;
-    if exiting {
-        return Err(AttachError::Gone);
-    }
-    Ok(Capture {
-        tid,
-        regs,
-        stack,
-        held,
-    })
-}
-
-fn capture_together(
-    pid: Pid,
-    tids: &[Tid],
-    maps: &[MapEntry],
-    opts: &SampleOptions,
-) -> Vec<(Tid, Result<Capture, AttachError>)> {
-    let mut guards: Vec<(Tid, Result<Attached, AttachError>)> =
-        tids.iter().map(|&t| (t, Attached::seize(t))).collect();
-    let deadline = Instant::now() + opts.stop_timeout;
-    for (_, g) in guards.iter_mut() {
-        if let Ok(a) = g {
-            if let Err(e) = a.wait_stopped(deadline) {
-                *g = Err(e);
+        _ => return capture::in_process(pid, tids, ranges, opts),
+    };
+    let mut out = Vec::with_capacity(tids.len());
+    for &tid in tids {
+        if slot.is_none() && *restarts < MAX_HELPER_RESTARTS {
+            *restarts += 1;
+            *slot = helper::Helper::start();
+        }
+        let Some(h) = slot.as_mut() else {
+            out.push((
+                tid,
+                Err(AttachError::Other("no ptrace helper; not stopped".into())),
+            ));
+            continue;
+        };
+        match h.capture(pid, tid, ranges, opts) {
+            Ok(c) => out.push((tid, Ok(c))),
+            Err(helper::Failure::Attach(e)) => out.push((tid, Err(e))),
+            Err(helper::Failure::Helper(why)) => {
+                *slot = None;
+                out.push((tid, Err(AttachError::Other(why))));
             }
         }
     }
-    let mut reads = Vec::new();
-    for (_, g) in &guards {
-        reads.push(match g {
-            Ok(a) if a.exiting() => Err(AttachError::Gone),
-            Ok(a) => read_stopped(pid, a, maps, opts),
-            Err(e) => Err(e.clone()),
-        });
+    out
+}
+
+/// `MPHANG_TRACE`: the distribution of per-thread stop times on stderr;
+/// `MPHANG_TRACE_STOPS=FILE`: every stop appended to FILE, one line each (`total after_stop
+/// since_check` in µs; `scripts/bench.py --stops` reads it).
+pub fn trace_holds(holds: &[Hold], stopper: &Stopper) {
+    if let Some(path) = std::env::var_os("MPHANG_TRACE_STOPS") {
+        let lines: String = holds
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {} {}\n",
+                    h.total.as_micros(),
+                    h.after_stop.as_micros(),
+                    h.since_check.as_micros()
+                )
+            })
+            .collect();
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()));
     }
-    let mut held = Vec::new();
-    for (_, g) in guards {
-        held.push(g.map(|a| a.detach()).unwrap_or_default());
+    if std::env::var_os("MPHANG_TRACE").is_none() {
+        return;
     }
-    tids.iter()
-        .zip(reads)
-        .zip(held)
-        .map(|((&tid, r), h)| {
-            (
-                tid,
-                r.map(|(regs, stack)| Capture {
-                    tid,
-                    regs,
-                    stack,
-                    held: h,
-                }),
-            )
-        })
-        .collect()
+    let pct = |mut v: Vec<u128>| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        v.sort_unstable();
+        let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+        format!("{}/{}/{}", at(50), at(95), v[v.len() - 1])
+    };
+    let total = pct(holds.iter().map(|h| h.total.as_micros()).collect());
+    let after = pct(holds.iter().map(|h| h.after_stop.as_micros()).collect());
+    let since = pct(holds.iter().map(|h| h.since_check.as_micros()).collect());
+    let who = match stopper {
+        Stopper::InProcess => "in-process",
+        Stopper::Helper { .. } if stopper.realtime() => "helper, SCHED_FIFO",
+        Stopper::Helper { .. } => "helper",
+    };
+    eprintln!(
+        "stops: {} threads ({who}); us p50/p95/max: interrupt->detach {total}; \
+         last check->detach {since}; stop reported->detach {after}",
+        holds.len()
+    );
 }

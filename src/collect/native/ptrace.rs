@@ -117,6 +117,40 @@ pub struct Attached {
     /// When PTRACE_INTERRUPT was issued: the pause the thread sees is at most
     /// `interrupted_at..detach`, an upper bound that includes our wait for the stop.
     interrupted_at: Instant,
+    /// When `waitpid` reported the stop: `stopped_at..detach` is a lower bound of the pause.
+    stopped_at: Option<Instant>,
+    /// The last `waitpid` that found the thread not yet stopped: `last_check..detach` is an
+    /// upper bound of the pause that excludes the time before it (the thread's wait for a CPU).
+    last_check: Instant,
+    /// Detached, or the thread is gone: nothing is held any more.
+    done: bool,
+}
+
+/// How long a thread was held, measured by the tracer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hold {
+    /// From PTRACE_INTERRUPT to PTRACE_DETACH: an upper bound of the pause, which includes the
+    /// time the thread needed to reach the stop (on a busy machine: its wait for a CPU).
+    pub total: Duration,
+    /// From the moment the stop was reported to PTRACE_DETACH: what mphang itself added (a
+    /// lower bound of the pause).
+    pub after_stop: Duration,
+    /// From the last look that found the thread not yet stopped to PTRACE_DETACH: an upper
+    /// bound of the pause without the thread's wait to reach the stop (tight when the tracer
+    /// looks often; the helper looks at least every 250 µs while it waits).
+    pub since_check: Duration,
+}
+
+/// How [`Attached::wait_stopped_how`] waits for the stop to be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitHow {
+    /// Poll `waitpid(WNOHANG)`, yielding and then sleeping 20 µs between polls. Works on any
+    /// thread of any process.
+    Poll,
+    /// Sleep in `sigtimedwait(SIGCHLD)` between polls: the kernel sends the tracer SIGCHLD when
+    /// the tracee stops, so the tracer takes no CPU while it waits (needed when it runs at a
+    /// real-time priority). Only for a single-threaded tracer that blocks SIGCHLD (the helper).
+    Sigchld,
 }
 
 impl Attached {
@@ -130,29 +164,56 @@ impl Attached {
             inject: None,
             exiting: false,
             interrupted_at: Instant::now(),
+            stopped_at: None,
+            last_check: Instant::now(),
+            done: false,
         };
         ptrace::interrupt(p).map_err(|e| classify(tid, e))?;
         guard.interrupted_at = Instant::now();
+        guard.last_check = guard.interrupted_at;
         Ok(guard)
     }
 
     /// Waits until the thread reports a stop, polling until `deadline`.
     pub fn wait_stopped(&mut self, deadline: Instant) -> Result<(), AttachError> {
+        self.wait_stopped_how(deadline, WaitHow::Poll)
+    }
+
+    /// Waits until the thread reports a stop, until `deadline`, the way `how` says.
+    pub fn wait_stopped_how(&mut self, deadline: Instant, how: WaitHow) -> Result<(), AttachError> {
+        self.wait_stopped_serving(deadline, how, &mut || {})
+    }
+
+    /// [`Self::wait_stopped_how`], calling `serve` whenever the wait wakes up without the stop
+    /// (the caller releases threads given up on earlier that have stopped since).
+    pub fn wait_stopped_serving(
+        &mut self,
+        deadline: Instant,
+        how: WaitHow,
+        serve: &mut dyn FnMut(),
+    ) -> Result<(), AttachError> {
         let p = NixPid::from_raw(self.tid.0);
         let started = Instant::now();
         let mut spins = 0u32;
         loop {
             match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => {
+                    self.last_check = Instant::now();
+                    serve();
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(AttachError::Timeout(now - started));
                     }
-                    spins += 1;
-                    if spins < 200 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(20));
+                    match how {
+                        WaitHow::Sigchld => wait_sigchld((deadline - now).min(MAX_SIGCHLD_WAIT)),
+                        WaitHow::Poll => {
+                            spins += 1;
+                            if spins < 200 {
+                                std::thread::yield_now();
+                            } else {
+                                std::thread::sleep(Duration::from_micros(20));
+                            }
+                        }
                     }
                 }
                 Ok(WaitStatus::PtraceEvent(_, sig, ev)) => {
@@ -188,6 +249,7 @@ impl Attached {
 
     fn mark_stopped(&mut self) {
         self.stopped = true;
+        self.stopped_at.get_or_insert_with(Instant::now);
     }
 
     /// True when the thread stopped on its way out (PTRACE_EVENT_EXIT).
@@ -208,33 +270,69 @@ impl Attached {
         })
     }
 
-    /// Detaches now and returns how long the thread may have been stopped (from the interrupt
-    /// to the detach; zero if it never stopped).
-    pub fn detach(mut self) -> Duration {
+    /// Detaches now and returns how long the thread may have been stopped (zero if it never
+    /// stopped).
+    pub fn detach(mut self) -> Hold {
         self.release()
     }
 
-    fn release(&mut self) -> Duration {
-        let mut held = Duration::ZERO;
+    /// For a thread given up on (it did not stop in time): releases it if it has stopped since
+    /// (or is gone). True when nothing is held any more. A seized thread with an interrupt
+    /// pending stops as soon as it runs, so the holder calls this until it returns true.
+    pub fn try_release(&mut self) -> bool {
+        if !self.done {
+            self.release();
+        }
+        if !self.done {
+            // Gone meanwhile?
+            match waitpid(
+                NixPid::from_raw(self.tid.0),
+                Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => {
+                    self.done = true
+                }
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(_) => {
+                    // A stop reported just now.
+                    self.mark_stopped();
+                    self.release();
+                }
+            }
+        }
+        self.done
+    }
+
+    fn release(&mut self) -> Hold {
+        let mut held = Hold::default();
+        if self.done {
+            return held;
+        }
         if !self.stopped {
             // Given up on (timeout, error)? It may have stopped since: one last look, so that
             // it is released now rather than when the ptrace thread exits.
             let p = NixPid::from_raw(self.tid.0);
             match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => {
-                    self.stopped = true;
+                    self.mark_stopped();
                 }
                 Ok(WaitStatus::Stopped(_, sig)) => {
-                    self.stopped = true;
+                    self.mark_stopped();
                     self.inject = Some(sig);
                 }
                 _ => {}
             }
         }
         if self.stopped {
-            held = self.interrupted_at.elapsed();
             // Errors are ignored on purpose: ESRCH means the thread died (nothing to restart).
             let _ = ptrace::detach(NixPid::from_raw(self.tid.0), self.inject.take());
+            self.done = true;
+            let now = Instant::now();
+            held = Hold {
+                total: now - self.interrupted_at,
+                after_stop: self.stopped_at.map(|t| now - t).unwrap_or_default(),
+                since_check: now - self.last_check,
+            };
             self.stopped = false;
         }
         held
@@ -244,6 +342,24 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// The longest single `sigtimedwait` in [`WaitHow::Sigchld`]: a SIGCHLD consumed elsewhere
+/// costs at most this much, and the last look before a stop is at most this old.
+const MAX_SIGCHLD_WAIT: Duration = Duration::from_micros(250);
+
+/// Sleeps until SIGCHLD is pending (then consumes it) or `d` passes. SIGCHLD must be blocked.
+fn wait_sigchld(d: Duration) {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the signal set and timeout we own; a null siginfo is allowed.
+    unsafe {
+        libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts);
     }
 }
 
