@@ -83,6 +83,10 @@ pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
                         (tid > 0).then_some(tid)
                     }),
                 },
+                // 3.14+: a PyMutex-based lock parks; its key (the PyMutex) names the lock.
+                FutexRegion::OwnStack { key } if f.lock.is_some() => {
+                    BlockedOn::ThreadLock { uaddr: *key }
+                }
                 FutexRegion::OwnStack { key } => BlockedOn::ParkingLot {
                     uaddr: f.uaddr,
                     key: *key,

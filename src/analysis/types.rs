@@ -25,7 +25,8 @@ pub enum BlockedOn {
     Semaphore { key: SemKey },
     /// A glibc pthread mutex; `owner_tid` from `__owner` (target PID namespace).
     Mutex { uaddr: u64, owner_tid: Option<i32> },
-    /// A `threading` lock, condition or event (a private `sem_t`): only this process can release it.
+    /// A `threading` lock, condition or event (a private `sem_t`): only this process can release
+    /// it. `uaddr` is the futex address, or for a PyMutex-based lock (3.14+) the PyMutex's.
     ThreadLock { uaddr: u64 },
     /// A 3.13 parking-lot wait (Thread.join, SimpleQueue.get); `key` is the awaited object.
     ParkingLot { uaddr: u64, key: u64 },

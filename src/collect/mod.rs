@@ -7,6 +7,7 @@
 //! -> roles -> later looks for progress. A process that vanishes or refuses
 //! becomes a diagnostic, never an abort.
 
+pub mod abi;
 pub mod decode;
 pub mod fds;
 pub mod locks;
@@ -61,6 +62,8 @@ impl Default for CollectOptions {
 struct Raw {
     snap: ProcessSnap,
     maps: Vec<MapEntry>,
+    /// Memory layouts of this process's CPython build and glibc.
+    abi: abi::Abi,
     diags: Vec<Diagnostic>,
 }
 
@@ -253,6 +256,8 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     let semaphores = semaphores(&procs, &layouts, n);
     phase("semaphores");
     assign_roles(&mut procs, root.0, &layouts);
+    let libcs: HashMap<i32, abi::GlibcLayout> =
+        procs.iter().map(|r| (r.snap.pid.0, r.abi.libc)).collect();
 
     let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
     let collect_ms = started.elapsed().as_millis() as u64;
@@ -264,7 +269,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         let after_ms = first_done.elapsed().as_millis() as u64;
         later_look(&mut processes, after_ms);
         if opts.python {
-            restack(&mut processes, &layouts, n);
+            restack(&mut processes, &layouts, &libcs, n);
         }
         for p in &mut pipes {
             let again = pipe_refs
@@ -351,10 +356,12 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             Vec::new()
         }
     };
+    let abi = abi::Abi::for_process(None, exe.as_deref(), &maps);
     let ctx = decode::DecodeCtx {
         pid,
         maps: &maps,
         exe: exe.as_deref(),
+        abi: &abi,
     };
     let mut threads = Vec::new();
     let mut syscall_denied = false;
@@ -447,6 +454,7 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             sem_maps,
         },
         maps,
+        abi,
         diags,
     })
 }
@@ -499,6 +507,7 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             pid: r.snap.pid.0,
             tids: r.snap.threads.iter().map(|t| t.tid.0).collect(),
             layout: layout_key(r),
+            libc: r.abi.libc,
         });
     }
     let results = python::collect(&targets, workers);
@@ -506,6 +515,9 @@ fn add_python(procs: &mut [Raw], workers: usize) {
         match results.get(&r.snap.pid.0) {
             Some(Ok(pp)) => {
                 r.snap.python_version = Some(pp.version.clone());
+                if r.abi.build.is_none() {
+                    r.abi = abi::Abi::for_process(Some(&pp.version), None, &r.maps);
+                }
                 for (tid, py) in &pp.threads {
                     match tid.and_then(|t| r.snap.threads.iter_mut().find(|x| x.tid.0 == t)) {
                         Some(t) => t.py = Some(py.clone()),
@@ -572,7 +584,7 @@ fn semaphores(
     workers: usize,
 ) -> Vec<SemaphoreSnap> {
     let mut by_key: BTreeMap<SemKey, SemaphoreSnap> = BTreeMap::new();
-    let mut first: HashMap<SemKey, (i32, u64)> = HashMap::new();
+    let mut first: HashMap<SemKey, (i32, u64, abi::GlibcLayout)> = HashMap::new();
     for r in procs {
         for m in &r.snap.sem_maps {
             let e = by_key
@@ -593,7 +605,7 @@ fn semaphores(
             }
             first
                 .entry(m.key.clone())
-                .or_insert((r.snap.pid.0, m.start));
+                .or_insert((r.snap.pid.0, m.start, r.abi.libc));
         }
     }
     // Semaphores someone waits on without a timeout.
@@ -610,8 +622,8 @@ fn semaphores(
         }
     }
     for (key, s) in by_key.iter_mut() {
-        if let Some((pid, start)) = first.get(key) {
-            if let Some((v, w)) = sems::read_sem(*pid, *start) {
+        if let Some((pid, start, libc)) = first.get(key) {
+            if let Some((v, w)) = sems::read_sem(*pid, *start, libc) {
                 s.value = Some(v);
                 s.nwaiters = Some(w);
             }
@@ -719,7 +731,12 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
 
 /// Re-reads the Python stacks of processes with a running thread and records each thread's
 /// innermost frame in its latest look (a busy loop shows the same frame every time).
-fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>, workers: usize) {
+fn restack(
+    processes: &mut [ProcessSnap],
+    layouts: &HashMap<i32, Option<String>>,
+    libcs: &HashMap<i32, abi::GlibcLayout>,
+    workers: usize,
+) {
     let running = |p: &ProcessSnap| {
         p.threads
             .iter()
@@ -732,6 +749,10 @@ fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>
             pid: p.pid.0,
             tids: p.threads.iter().map(|t| t.tid.0).collect(),
             layout: layouts.get(&p.pid.0).cloned().flatten(),
+            libc: libcs
+                .get(&p.pid.0)
+                .copied()
+                .unwrap_or_else(|| abi::glibc(None)),
         })
         .collect();
     if targets.is_empty() {
@@ -762,8 +783,10 @@ fn holders(
     layouts: &HashMap<i32, Option<String>>,
     workers: usize,
 ) -> Vec<crate::model::SemLockSeen> {
+    // Processes whose CPython layout is unknown (or free-threaded) are not scanned.
     let mappers: Vec<(&Raw, u64)> = procs
         .iter()
+        .filter(|r| r.abi.py.is_some())
         .filter_map(|r| {
             r.snap
                 .sem_maps
@@ -773,6 +796,28 @@ fn holders(
         })
         .collect();
     let tids = |r: &Raw| -> Vec<i32> { r.snap.threads.iter().map(|t| t.tid.0).collect() };
+    let scan = |r: &Raw, start: u64| -> Vec<(u64, crate::model::SemLockSeen)> {
+        let Some(py) = &r.abi.py else {
+            return Vec::new();
+        };
+        let tids = tids(r);
+        let l = sems::Layouts {
+            py,
+            libc: &r.abi.libc,
+            tids: &tids,
+        };
+        sems::scan_semlocks(r.snap.pid.0, &r.maps, start, &l)
+    };
+    let probe = |r: &Raw, addrs: &[u64], start: u64| {
+        let py = r.abi.py.as_ref()?;
+        let tids = tids(r);
+        let l = sems::Layouts {
+            py,
+            libc: &r.abi.libc,
+            tids: &tids,
+        };
+        sems::probe_semlocks(r.snap.pid.0, addrs, start, &l)
+    };
     // First process of each layout (or of no known layout): full scans, in parallel.
     let mut firsts: Vec<(&Raw, u64)> = Vec::new();
     let mut seen_layouts: Vec<&String> = Vec::new();
@@ -788,10 +833,7 @@ fn holders(
         }
     }
     let scanned = par_map(&firsts, workers, |(r, start)| {
-        (
-            r.snap.pid.0,
-            sems::scan_semlocks(r.snap.pid.0, &r.maps, *start, &tids(r)),
-        )
+        (r.snap.pid.0, scan(r, *start))
     });
     let addrs_by_layout: HashMap<String, Vec<u64>> = scanned
         .iter()
@@ -808,8 +850,8 @@ fn holders(
             .and_then(|l| addrs_by_layout.get(l))
             .filter(|a| !a.is_empty());
         known
-            .and_then(|a| sems::probe_semlocks(pid, a, *start, &tids(r)))
-            .unwrap_or_else(|| sems::scan_semlocks(pid, &r.maps, *start, &tids(r)))
+            .and_then(|a| probe(r, a, *start))
+            .unwrap_or_else(|| scan(r, *start))
     });
     scanned
         .into_iter()
@@ -934,11 +976,14 @@ pub fn quick_changed(prev: &Snapshot) -> bool {
     false
 }
 
-/// For threads acquiring a `threading` lock directly (not waiting in a Condition, Event or
-/// join), find the lock object and, for an RLock, its owner. One bounded scan per process.
+/// For threads acquiring a lock directly (not waiting in a Condition, Event or join): the lock
+/// object (`_thread.lock`, `_thread.RLock`, an `io.Buffered*`) and, when it records one, its
+/// owner. A heap `sem_t` futex (up to 3.13; `PyThread_type_lock` up to 3.14) or a parking-lot
+/// key (3.14+ PyMutex locks). At most one bounded scan per process.
 fn add_lock_owners(procs: &mut [Raw]) {
     for r in procs.iter_mut() {
-        let mut uaddrs = Vec::new();
+        let Some(py) = r.abi.py else { continue };
+        let mut waits: Vec<locks::Wait> = Vec::new();
         for t in &r.snap.threads {
             let SyscallState::Blocked(s) = &t.syscall else {
                 continue;
@@ -952,21 +997,28 @@ fn add_lock_owners(procs: &mut [Raw]) {
                     .is_some_and(|f| {
                         !f.file.ends_with("threading.py") && !f.file.ends_with("queue.py")
                     });
-            if direct
-                && !f.shared
-                && !f.timed
-                && !f.is_mutex()
-                && f.region == FutexRegion::Heap
-                && !uaddrs.contains(&f.uaddr)
-            {
-                uaddrs.push(f.uaddr);
+            if !direct || f.shared || f.timed || f.is_mutex() {
+                continue;
+            }
+            let w = match f.region {
+                FutexRegion::Heap => locks::Wait::Sem(f.uaddr),
+                FutexRegion::OwnStack { key } if key != 0 => locks::Wait::Parked(key),
+                _ => continue,
+            };
+            if !waits.contains(&w) {
+                waits.push(w);
             }
         }
-        if uaddrs.is_empty() {
+        if waits.is_empty() {
             continue;
         }
         let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
-        let mut found = locks::find(r.snap.pid.0, &r.maps, &uaddrs, &tids);
+        let l = locks::Layouts {
+            py: &py,
+            libc: &r.abi.libc,
+            tids: &tids,
+        };
+        let mut found = locks::find(r.snap.pid.0, &r.maps, &waits, &l);
         // An owner that is no thread here: which thread of the parent it names.
         let ppid = r.snap.ppid.0;
         let parent_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{ppid}/task"))
@@ -976,16 +1028,23 @@ fn add_lock_owners(procs: &mut [Raw]) {
                     .collect()
             })
             .unwrap_or_default();
-        for l in found.values_mut() {
-            if l.owner != 0 && l.owner_tid.is_none() {
-                l.owner_in_parent =
-                    python::tid_of_pthread(ppid, l.owner, &parent_tids).map(|t| (ppid, t));
+        for lock in found.values_mut() {
+            if lock.owner != 0 && lock.owner_tid.is_none() {
+                lock.owner_in_parent = r
+                    .abi
+                    .libc
+                    .tid_of_pthread(&memory::Remote(ppid), lock.owner, &parent_tids)
+                    .map(|t| (ppid, t));
             }
         }
         for t in &mut r.snap.threads {
             if let SyscallState::Blocked(s) = &mut t.syscall {
                 if let crate::model::Decoded::Futex(f) = &mut s.decoded {
-                    f.lock = found.get(&f.uaddr).cloned();
+                    let at = match f.region {
+                        FutexRegion::OwnStack { key } => key,
+                        _ => f.uaddr,
+                    };
+                    f.lock = found.get(&at).cloned();
                 }
             }
         }

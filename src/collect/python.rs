@@ -19,6 +19,8 @@ pub struct Target {
     pub pid: i32,
     pub tids: Vec<i32>,
     pub layout: Option<String>,
+    /// glibc layouts, for the `pthread_t` -> TID read before 3.11.
+    pub libc: super::abi::GlibcLayout,
 }
 
 /// The Python side of one process.
@@ -106,10 +108,10 @@ fn read_one(
     let threads = traces
         .into_iter()
         .map(|tr| {
-            let tid = tr
-                .os_thread_id
-                .map(|x| x as i32)
-                .or_else(|| tid_of_pthread(t.pid, tr.thread_id, &t.tids));
+            let tid = tr.os_thread_id.map(|x| x as i32).or_else(|| {
+                t.libc
+                    .tid_of_pthread(&memory::Remote(t.pid), tr.thread_id, &t.tids)
+            });
             let py = PyThread {
                 thread_id: tr.thread_id,
                 name: tr.thread_name.clone(),
@@ -130,26 +132,6 @@ fn read_one(
         })
         .collect();
     Ok(ProcPython { version, threads })
-}
-
-/// `offsetof(struct pthread, tid)` in glibc 2.34–2.39 on x86_64 (field guide §3.4).
-pub const PTHREAD_TID_OFFSET: u64 = 720;
-
-/// The TID stored in the `struct pthread` at `pthread` (a `pthread_t`, = fs_base, =
-/// `threading.get_ident()`), in the target's PID namespace; 0 for a parent's thread seen in a
-/// fork child (glibc clears it at fork).
-pub fn pthread_tid(pid: i32, pthread: u64) -> Option<i32> {
-    if pthread == 0 {
-        return None;
-    }
-    let b = memory::read(pid, pthread.checked_add(PTHREAD_TID_OFFSET)?, 4).ok()?;
-    memory::i32_at(&b, 0)
-}
-
-/// Maps a `pthread_t` to a TID, accepted only if it names a live thread of the process
-/// (`tids`). Needed before 3.11, whose thread state has no `native_thread_id`.
-pub fn tid_of_pthread(pid: i32, pthread: u64, tids: &[i32]) -> Option<i32> {
-    pthread_tid(pid, pthread).filter(|tid| tids.contains(tid))
 }
 
 fn classify(msg: &str) -> (DiagKind, String) {
