@@ -94,7 +94,10 @@ pub fn resolve(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
                 _ => BlockedOn::ThreadLock { uaddr: f.uaddr },
             }
         }
-        Decoded::WaitChild { pid } => BlockedOn::Child { pid: *pid },
+        Decoded::WaitChild { pid } => BlockedOn::Child {
+            pid: *pid,
+            sentinel: None,
+        },
         Decoded::Sleep => BlockedOn::Timed {
             what: "sleep".into(),
         },

@@ -23,8 +23,12 @@ pub fn short(b: &BlockedOn) -> String {
         BlockedOn::ThreadLock { .. } => "a threading lock or condition".into(),
         BlockedOn::ParkingLot { .. } => "a parking-lot wait".into(),
         BlockedOn::Gil => "waiting for the GIL".into(),
-        BlockedOn::Child { pid: Some(p) } => format!("wait4({p})"),
-        BlockedOn::Child { pid: None } => "wait4(any child)".into(),
+        BlockedOn::Child {
+            pid: Some(p),
+            sentinel: Some(s),
+        } => format!("join({p}) via sentinel pipe:[{s}]"),
+        BlockedOn::Child { pid: Some(p), .. } => format!("wait4({p})"),
+        BlockedOn::Child { pid: None, .. } => "wait4(any child)".into(),
         BlockedOn::Any { of } => format!(
             "poll on {}",
             of.iter().map(short).collect::<Vec<_>>().join(", ")
@@ -140,9 +144,11 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
                 None => format!("{verb} unix socket:[{inode}] (no peer)"),
             }
         }
-        BlockedOn::Child { pid: Some(c) } => {
-            format!("wait4({c}): waits for child {}", process_brief(idx, g, *c))
-        }
+        BlockedOn::Child { pid: Some(c), .. } => format!(
+            "{}: waits for child {}",
+            short(b),
+            process_brief(idx, g, *c)
+        ),
         BlockedOn::Semaphore { key } => {
             let sem = idx.snap.semaphore(key);
             let state = sem

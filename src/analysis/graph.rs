@@ -70,7 +70,7 @@ pub fn build(idx: &Index<'_>) -> Graph {
                 pid: p.pid,
                 tid: t.tid,
             };
-            let b = blocked::resolve(p, t);
+            let b = idx.through_sentinels(blocked::resolve(p, t));
             g.order.push(r);
             let hk = is_housekeeping(t);
             if hk {
@@ -289,7 +289,7 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
             _ => Need::Providers(threads_except(idx, me.pid, me)),
         },
         BlockedOn::ParkingLot { .. } => Need::Providers(threads_except(idx, me.pid, me)),
-        BlockedOn::Child { pid } => {
+        BlockedOn::Child { pid, .. } => {
             let kids: Vec<Pid> = match pid {
                 Some(c) => vec![*c],
                 None => idx.children(me.pid).to_vec(),

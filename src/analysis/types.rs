@@ -32,8 +32,14 @@ pub enum BlockedOn {
     ParkingLot { uaddr: u64, key: u64 },
     /// Waiting for the GIL: CPU contention, not a hang.
     Gil,
-    /// `wait4`/`waitid` for a child (None = any child).
-    Child { pid: Option<Pid> },
+    /// `wait4`/`waitid` for a child (None = any child); or, under forkserver, `Process.join`
+    /// polling the child's `sentinel` pipe, which only the forkserver writes (mapped to the
+    /// child through the forkserver's `pid_to_fd`).
+    Child {
+        pid: Option<Pid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sentinel: Option<Inode>,
+    },
     /// `poll`/`select`/`epoll` on several fds: progresses when any of them does.
     Any { of: Vec<BlockedOn> },
     /// A timed sleep or a timed wait that will return by itself.

@@ -452,6 +452,7 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             threads,
             fds: fd_list,
             sem_maps,
+            status_fds: Vec::new(),
         },
         maps,
         abi,
@@ -485,6 +486,11 @@ fn looks_like_python(r: &Raw) -> bool {
 }
 
 fn add_python(procs: &mut [Raw], workers: usize) {
+    let forkservers: Vec<i32> = procs
+        .iter()
+        .filter(|r| is_forkserver(r))
+        .map(|r| r.snap.pid.0)
+        .collect();
     let mut targets = Vec::new();
     for r in procs.iter_mut() {
         if r.snap.state == 'Z' {
@@ -508,6 +514,9 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             tids: r.snap.threads.iter().map(|t| t.tid.0).collect(),
             layout: layout_key(r),
             libc: r.abi.libc,
+            // Not its children: they carry a fork-time copy of its main frame.
+            forkserver: forkservers.contains(&r.snap.pid.0)
+                && !forkservers.contains(&r.snap.ppid.0),
         });
     }
     let results = python::collect(&targets, workers);
@@ -515,6 +524,14 @@ fn add_python(procs: &mut [Raw], workers: usize) {
         match results.get(&r.snap.pid.0) {
             Some(Ok(pp)) => {
                 r.snap.python_version = Some(pp.version.clone());
+                r.snap.status_fds = pp
+                    .status_fds
+                    .iter()
+                    .map(|(child, fd)| crate::model::StatusFd {
+                        child: Pid(*child),
+                        fd: *fd,
+                    })
+                    .collect();
                 if r.abi.build.is_none() {
                     r.abi = abi::Abi::for_process(Some(&pp.version), None, &r.maps);
                 }
@@ -635,12 +652,20 @@ fn semaphores(
     by_key.into_values().collect()
 }
 
+/// The forkserver's command line (`-c 'from multiprocessing.forkserver import main; main(...)'`).
+fn is_forkserver(r: &Raw) -> bool {
+    r.snap
+        .cmdline
+        .iter()
+        .any(|a| a.contains("multiprocessing.forkserver import main"))
+}
+
 fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<String>>) {
     let cmd_has = |r: &Raw, s: &str| r.snap.cmdline.iter().any(|a| a.contains(s));
     let mut roles: HashMap<i32, Role> = HashMap::new();
     // Forkservers first: their children are told by parentage.
     for r in procs.iter() {
-        if cmd_has(r, "multiprocessing.forkserver import main") {
+        if is_forkserver(r) {
             roles.insert(r.snap.pid.0, Role::Forkserver);
         }
     }
@@ -753,6 +778,7 @@ fn restack(
                 .get(&p.pid.0)
                 .copied()
                 .unwrap_or_else(|| abi::glibc(None)),
+            forkserver: false,
         })
         .collect();
     if targets.is_empty() {

@@ -21,6 +21,8 @@ pub struct Target {
     pub layout: Option<String>,
     /// glibc layouts, for the `pthread_t` -> TID read before 3.11.
     pub libc: super::abi::GlibcLayout,
+    /// A forkserver: also read its main loop's `pid_to_fd` (py-spy's locals support).
+    pub forkserver: bool,
 }
 
 /// The Python side of one process.
@@ -29,6 +31,8 @@ pub struct ProcPython {
     pub version: String,
     /// Each Python thread with the OS TID it runs on, when that could be told.
     pub threads: Vec<(Option<i32>, PyThread)>,
+    /// A forkserver's live children and the fd of each one's status pipe.
+    pub status_fds: Vec<(i32, i32)>,
 }
 
 pub type Outcome = Result<ProcPython, (DiagKind, String)>;
@@ -87,6 +91,10 @@ fn read_one(
         },
         None => py_spy::PythonSpy::new(t.pid, config).map_err(|e| classify(&format!("{e:#}")))?,
     };
+    // Locals cost a read per variable: only for the forkserver, whose `pid_to_fd` maps each
+    // child to the status pipe its client's `Process.join` polls (a 64-worker Pool needs
+    // about 700 characters of repr).
+    spy.config.dump_locals = if t.forkserver { 64 } else { 0 };
     // Non-blocking reads can tear while a thread runs; a hung thread does not move, so a retry
     // or two settles it.
     let mut last_err = String::new();
@@ -105,6 +113,15 @@ fn read_one(
         spies.insert(k.clone(), spy);
     }
     let traces = traces.ok_or_else(|| classify(&last_err))?;
+    let status_fds = traces
+        .iter()
+        .flat_map(|tr| &tr.frames)
+        .filter(|f| f.name == "main" && f.filename.ends_with("multiprocessing/forkserver.py"))
+        .flat_map(|f| f.locals.iter().flatten())
+        .find(|l| l.name == "pid_to_fd")
+        .and_then(|l| l.repr.as_deref())
+        .map(parse_int_dict)
+        .unwrap_or_default();
     let threads = traces
         .into_iter()
         .map(|tr| {
@@ -131,7 +148,25 @@ fn read_one(
             (tid, py)
         })
         .collect();
-    Ok(ProcPython { version, threads })
+    Ok(ProcPython {
+        version,
+        threads,
+        status_fds,
+    })
+}
+
+/// `{12345: 7, 12346: 8}` (py-spy's repr of a dict of ints) as pairs; a truncated tail
+/// (`...`) and anything not an int pair is skipped.
+pub fn parse_int_dict(repr: &str) -> Vec<(i32, i32)> {
+    repr.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            Some((k.trim().parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn classify(msg: &str) -> (DiagKind, String) {
@@ -150,4 +185,20 @@ fn classify(msg: &str) -> (DiagKind, String) {
         DiagKind::Failed
     };
     (kind, msg.lines().next().unwrap_or(msg).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn int_dict_reprs() {
+        assert_eq!(
+            super::parse_int_dict("{4113: 7, 4120: 9}"),
+            vec![(4113, 7), (4120, 9)]
+        );
+        assert_eq!(super::parse_int_dict("{}"), vec![]);
+        assert_eq!(
+            super::parse_int_dict("{1: 5, 2: 6, ...}"),
+            vec![(1, 5), (2, 6)]
+        );
+    }
 }

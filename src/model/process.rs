@@ -79,6 +79,19 @@ pub struct ProcessSnap {
     pub fds: Vec<FdEntry>,
     /// `/dev/shm/sem.*` mappings of this process.
     pub sem_maps: Vec<SemMapping>,
+    /// For a forkserver: each live child it forked and the fd (here) of that child's status
+    /// pipe, whose read end is the sentinel its client's `Process.join` polls (`pid_to_fd` in
+    /// the forkserver's main loop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_fds: Vec<StatusFd>,
+}
+
+/// One child of a forkserver and the fd of its status pipe in the forkserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusFd {
+    pub child: Pid,
+    pub fd: i32,
 }
 
 /// One thread of a process.

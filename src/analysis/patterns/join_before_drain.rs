@@ -8,7 +8,7 @@ use crate::analysis::types::{BlockedOn, Finding};
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     for a in ctx.open_stuck() {
-        let Some(BlockedOn::Child { pid: Some(b) }) = ctx.blocked(a) else {
+        let Some(BlockedOn::Child { pid: Some(b), .. }) = ctx.blocked(a) else {
             continue;
         };
         let Some(child) = ctx.idx.process(*b) else {

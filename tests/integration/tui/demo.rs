@@ -99,6 +99,7 @@ fn process(
         threads,
         fds,
         sem_maps: Vec::new(),
+        status_fds: Vec::new(),
     }
 }
 
@@ -293,7 +294,10 @@ pub fn report(later_ms: u64) -> Report {
     let threads = vec![
         verdict(
             parent,
-            BlockedOn::Child { pid: Some(CHILD) },
+            BlockedOn::Child {
+                pid: Some(CHILD),
+                sentinel: None,
+            },
             vec![child],
             "wait4(3736): child 3736 cannot exit; its main thread is joining QueueFeederThread 3737",
         ),
