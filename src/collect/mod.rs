@@ -496,6 +496,10 @@ fn add_python(procs: &mut [Raw], workers: usize) {
         if r.snap.state == 'Z' {
             continue;
         }
+        if let Some(b) = r.abi.build.filter(|b| b.free_threaded) {
+            r.diags.push(free_threaded_note(r, b));
+            continue;
+        }
         if !looks_like_python(r) {
             r.diags.push(Diagnostic {
                 pid: Some(r.snap.pid),
@@ -561,6 +565,27 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             }),
             None => {}
         }
+    }
+}
+
+/// The one sentence a free-threaded target gets. py-spy cannot read these builds yet (a 32-byte
+/// object header, per-object mutexes, no GIL), so Python stacks and object reads are skipped
+/// rather than risk misreading them.
+fn free_threaded_note(r: &Raw, b: abi::PyBuild) -> Diagnostic {
+    let file = abi::interpreter_build(r.snap.exe.as_deref(), &r.maps)
+        .map(|(_, f)| f)
+        .or_else(|| r.snap.exe.clone())
+        .unwrap_or_default();
+    Diagnostic {
+        pid: Some(r.snap.pid),
+        tid: None,
+        stage: Stage::Python,
+        kind: DiagKind::NotPython,
+        message: format!(
+            "{} is a free-threaded CPython {} ({file}), whose Python stacks and objects mphang cannot read yet, so this report shows only what /proc allows: threads, system calls, pipes, sockets and semaphores.",
+            r.snap.pid,
+            b.label()
+        ),
     }
 }
 
