@@ -42,6 +42,7 @@ fn share(fixture: &str) -> Share {
 fn check_case(case: &Case) {
     each_run(
         case.fixture,
+        case.pattern,
         runs(&fixture_methods(case.fixture)),
         share(case.fixture),
         |run| check_run(case, run),
@@ -131,6 +132,14 @@ fn extra_checks(fixture: &str, run: &Run, ready: &Ready, r: &Report, ctx: &str) 
             assert!(
                 ev.contains(&format!("is thread {holder}")),
                 "{ctx}: holder in the parent: {ev}"
+            );
+        }
+        "fork_inherited_io_lock" => {
+            let holder = ready.pid("holder_tid").unwrap_or(0);
+            let ev = r.findings[0].evidence.join("\n");
+            assert!(
+                ev.contains("_io.BufferedWriter at") && ev.contains(&format!("is thread {holder}")),
+                "{ctx}: the BufferedWriter and its owner in the parent: {ev}"
             );
         }
         "orphaned_lock" | "orphaned_lock_pool" => {
@@ -351,6 +360,13 @@ hang_case!(
     ["child"]
 );
 hang_case!(
+    fork_inherited_io_lock,
+    "fork_inherited_io_lock",
+    "fork_inherited_lock",
+    Culprit::Mark("CULPRIT"),
+    ["child"]
+);
+hang_case!(
     orphaned_lock,
     "orphaned_lock",
     "orphaned_lock",
@@ -467,6 +483,7 @@ hang_case!(
 fn check_quiet(fixture: &str, extra: fn(&Ready, &Report, &str)) {
     each_run(
         fixture,
+        "quiet",
         runs(&fixture_methods(fixture)),
         share(fixture),
         |run| quiet_run(fixture, run, extra),
