@@ -236,7 +236,7 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             ),
         },
         BlockedOn::ParkingLot { key, .. } => format!(
-            "parked on {key:#x}{} (3.13 parking lot; only this process's threads can wake it)",
+            "parked on {key:#x}{} (parking lot, 3.13+; only this process's threads can wake it)",
             py_top(idx, me)
         ),
         other => short(other),

@@ -28,7 +28,8 @@ pub enum BlockedOn {
     /// A `threading` lock, condition or event (a private `sem_t`): only this process can release
     /// it. `uaddr` is the futex address, or for a PyMutex-based lock (3.14+) the PyMutex's.
     ThreadLock { uaddr: u64 },
-    /// A 3.13 parking-lot wait (Thread.join, SimpleQueue.get); `key` is the awaited object.
+    /// A parking-lot wait (3.13+: Thread.join, SimpleQueue.get, Condition waiters; 3.14+ locks
+    /// whose object was not found); `key` is the awaited object.
     ParkingLot { uaddr: u64, key: u64 },
     /// Waiting for the GIL: CPU contention, not a hang.
     Gil,
