@@ -68,6 +68,8 @@ pub struct Python {
     /// 14 for 3.14.
     pub minor: u8,
     pub path: PathBuf,
+    /// `3.14.10`, as the interpreter says.
+    pub version: String,
 }
 
 impl Python {
@@ -149,7 +151,22 @@ pub fn discovery() -> &'static Discovery {
                 .join("bin")
                 .join("python3");
             match pyenv.or_else(|| opt.exists().then_some(opt)) {
-                Some(path) => found.push(Python { minor, path }),
+                Some(path) => {
+                    let version = Command::new(&path)
+                        .args(["-c", "import platform; print(platform.python_version())"])
+                        .output()
+                        .ok()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                        .filter(|v| v.starts_with(&format!("3.{minor}.")));
+                    match version {
+                        Some(version) => found.push(Python {
+                            minor,
+                            path,
+                            version,
+                        }),
+                        None => missing.push(minor),
+                    }
+                }
                 None => missing.push(minor),
             }
         }
@@ -309,8 +326,16 @@ pub enum Share {
 }
 
 /// Runs `check` for every run concurrently (bounded by `MPHANG_TEST_JOBS`), then fails with
-/// every failing run's message. No runs (no Python found) is a loud skip.
-pub fn each_run(what: &str, runs: Vec<Run>, share: Share, check: impl Fn(&Run) + Sync) {
+/// every failing run's message. No runs (no Python found) is a loud skip. With
+/// `MPHANG_COMPAT_OUT=file` each outcome is also appended to that file as a JSON line
+/// (`scripts/compat.py` turns them into docs/compatibility.md).
+pub fn each_run(
+    what: &str,
+    expect: &str,
+    runs: Vec<Run>,
+    share: Share,
+    check: impl Fn(&Run) + Sync,
+) {
     if runs.is_empty() {
         loud(&format!("SKIPPED: {what}: no Python to run it with"));
         return;
@@ -329,18 +354,44 @@ pub fn each_run(what: &str, runs: Vec<Run>, share: Share, check: impl Fn(&Run) +
         runs.iter()
             .zip(handles)
             .filter_map(|(r, h)| {
-                h.join().err().map(|e| {
-                    let msg = e
-                        .downcast_ref::<String>()
+                let failed = h.join().err().map(|e| {
+                    e.downcast_ref::<String>()
                         .cloned()
                         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    format!("{what} on {}: {msg}", r.label())
-                })
+                        .unwrap_or_default()
+                });
+                record(what, expect, r, failed.as_deref());
+                failed.map(|msg| format!("{what} on {}: {msg}", r.label()))
             })
             .collect()
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Appends one outcome to `MPHANG_COMPAT_OUT`, when set.
+fn record(what: &str, expect: &str, r: &Run, failed: Option<&str>) {
+    let Some(path) = std::env::var_os("MPHANG_COMPAT_OUT") else {
+        return;
+    };
+    let line = serde_json::json!({
+        "fixture": what,
+        "expect": expect,
+        "minor": r.python.minor,
+        "version": r.python.version,
+        "method": r.method.name(),
+        "default": r.method == r.python.default_method(),
+        "ok": failed.is_none(),
+        "error": failed.map(|m| m.lines().next().unwrap_or("").to_string()),
+    });
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
