@@ -409,6 +409,13 @@ hang_case!(
     ["parent"]
 );
 hang_case!(
+    barrier_party_died,
+    "barrier_party_died",
+    "peer_exited",
+    Culprit::Mark("CULPRIT"),
+    ["parent", "waiter"]
+);
+hang_case!(
     no_live_writer,
     "no_live_writer",
     "no_live_writer",

@@ -98,3 +98,13 @@ fn fork_inherited_io_lock_on_315() {
     assert!(ev.contains("_io.BufferedWriter at"), "{ev}");
     assert!(ev.contains("in the parent"), "{ev}");
 }
+
+/// A barrier party died and the forkserver reaped it: the co-waiters are one `peer_exited`
+/// (not an `ipc_cycle`: they all wait on the same barrier), told by the sentinel at EOF.
+#[test]
+fn barrier_party_died_under_forkserver() {
+    let r = replay("barrier_party_died_forkserver", &["peer_exited"]);
+    let f = &r.findings[0];
+    assert!(f.pids.len() >= 2, "{:?}", f.pids);
+    assert!(f.evidence.iter().any(|e| e.contains("sentinel pipe")));
+}

@@ -46,7 +46,9 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             for (q, t) in edges.get(&cur).cloned().unwrap_or_default() {
                 let mut p2: Vec<ThreadRef> = path.clone();
                 p2.push(t);
-                if q == s {
+                // A cycle needs two distinct resources: waiters that all wait on the same one
+                // (a barrier whose last party died) wait on it, not on each other.
+                if q == s && distinct_waits(ctx, &p2) >= 2 {
                     return vec![finding(ctx, &p2)];
                 }
                 if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) {
@@ -56,6 +58,18 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
     }
     Vec::new()
+}
+
+fn distinct_waits(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> usize {
+    let mut waits: Vec<&BlockedOn> = cycle.iter().filter_map(|t| ctx.blocked(*t)).collect();
+    waits.dedup();
+    let mut distinct: Vec<&BlockedOn> = Vec::new();
+    for w in waits {
+        if !distinct.contains(&w) {
+            distinct.push(w);
+        }
+    }
+    distinct.len()
 }
 
 fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {
