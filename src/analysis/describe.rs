@@ -141,7 +141,16 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
                         holders_text(idx, g, me, &hs)
                     )
                 }
-                None => format!("{verb} unix socket:[{inode}] (no peer)"),
+                None => match idx.listener_of(*inode) {
+                    Some(l) => {
+                        let hs: Vec<&Holder> = idx.socket_holders(l).iter().collect();
+                        format!(
+                            "{verb} unix socket:[{inode}], whose connection waits to be accepted on socket:[{l}] {}",
+                            holders_text(idx, g, me, &hs)
+                        )
+                    }
+                    None => format!("{verb} unix socket:[{inode}] (no peer)"),
+                },
             }
         }
         BlockedOn::Child { pid: Some(c), .. } => format!(

@@ -235,10 +235,8 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
                 .map(|h| h.pid),
             me,
         ),
-        BlockedOn::SocketRead { peer, .. } | BlockedOn::SocketWrite { peer, .. } => {
-            let holders: Vec<Pid> = peer
-                .map(|p| idx.socket_holders(p).iter().map(|h| h.pid).collect())
-                .unwrap_or_default();
+        BlockedOn::SocketRead { inode, peer } | BlockedOn::SocketWrite { inode, peer } => {
+            let holders: Vec<Pid> = idx.socket_counterparts(*inode, *peer);
             if holders.is_empty() {
                 Need::Seed("its peer socket is outside the tree".into())
             } else {

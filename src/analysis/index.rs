@@ -34,6 +34,8 @@ pub struct Index<'a> {
     children: HashMap<Pid, Vec<Pid>>,
     /// A forkserver child's status pipe (read end: its client's `Process.sentinel`) -> child.
     sentinels: HashMap<Inode, Pid>,
+    /// A connecting unix socket -> the listener in whose accept queue its connection waits.
+    pending_on: HashMap<Inode, Inode>,
 }
 
 impl<'a> Index<'a> {
@@ -46,6 +48,7 @@ impl<'a> Index<'a> {
             sem_mappers: HashMap::new(),
             children: HashMap::new(),
             sentinels: HashMap::new(),
+            pending_on: HashMap::new(),
         };
         for p in &snap.processes {
             idx.procs.insert(p.pid, p);
@@ -57,6 +60,11 @@ impl<'a> Index<'a> {
                     read: f.access.can_read(),
                     write: f.access.can_write(),
                 };
+                if let FdKind::UnixSocket { inode, pending, .. } = &f.kind {
+                    for c in pending {
+                        idx.pending_on.insert(*c, *inode);
+                    }
+                }
                 match f.kind {
                     FdKind::Pipe { inode } => idx.pipe_holders.entry(inode).or_default().push(h),
                     FdKind::UnixSocket { inode, .. } | FdKind::Socket { inode } => {
@@ -143,6 +151,20 @@ impl<'a> Index<'a> {
             .collect();
         out.sort();
         out
+    }
+
+    /// The listening socket in whose accept queue the connection of `inode` waits.
+    pub fn listener_of(&self, inode: Inode) -> Option<Inode> {
+        self.pending_on.get(&inode).copied()
+    }
+
+    /// Who can answer on unix socket `inode`: the holders of its peer, or, while its
+    /// connection still waits in a listener's accept queue (no peer yet), the listener's.
+    pub fn socket_counterparts(&self, inode: Inode, peer: Option<Inode>) -> Vec<Pid> {
+        let other = peer.or_else(|| self.pending_on.get(&inode).copied());
+        other
+            .map(|p| self.socket_holders(p).iter().map(|h| h.pid).collect())
+            .unwrap_or_default()
     }
 
     /// The forkserver child whose status pipe `inode` is.

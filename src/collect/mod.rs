@@ -613,6 +613,7 @@ fn upgrade_sockets(procs: &mut [Raw], all: &HashMap<u64, sockdiag::UnixInfo>) {
                         path: u.path.clone(),
                         listening: u.listening,
                         rqueue: u.rqueue,
+                        pending: u.pending.iter().copied().map(Inode).collect(),
                     };
                 }
             }

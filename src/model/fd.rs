@@ -48,6 +48,10 @@ pub enum FdKind {
         listening: bool,
         /// Unread bytes in this socket's receive queue (or pending connections when listening).
         rqueue: Option<u32>,
+        /// For a listener: the client sockets whose connections wait in its accept queue
+        /// (UNIX_DIAG_ICONS). Such a client has no peer yet; whoever accepts here serves it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pending: Vec<Inode>,
     },
     /// Any other `socket:[INODE]` (inet, netlink): its peer is outside mphang's view.
     Socket { inode: Inode },

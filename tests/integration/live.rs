@@ -416,6 +416,13 @@ hang_case!(
     ["parent", "waiter"]
 );
 hang_case!(
+    reimported_main_blocks,
+    "reimported_main_blocks",
+    "reimported_main_blocks",
+    Culprit::Mark("CULPRIT"),
+    ["parent", "reimported"]
+);
+hang_case!(
     no_live_writer,
     "no_live_writer",
     "no_live_writer",

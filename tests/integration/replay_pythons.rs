@@ -108,3 +108,41 @@ fn barrier_party_died_under_forkserver() {
     assert!(f.pids.len() >= 2, "{:?}", f.pids);
     assert!(f.evidence.iter().any(|e| e.contains("sentinel pipe")));
 }
+
+/// 3.14+ forkserver: the forkserver's own preload of `__main__` blocks; `start()` waits on a
+/// connection still in the forkserver's accept queue.
+#[test]
+fn reimported_main_blocks_in_the_forkserver() {
+    let r = replay(
+        "reimported_main_blocks_forkserver",
+        &["reimported_main_blocks"],
+    );
+    let f = &r.findings[0];
+    let fs = r
+        .snapshot
+        .processes
+        .iter()
+        .find(|p| p.role == Role::Forkserver)
+        .expect("forkserver");
+    assert_eq!(f.culprit.as_ref().map(|c| c.pid), Some(fs.pid));
+    assert_eq!(
+        f.culprit.as_ref().map(|c| c.function.as_str()),
+        Some("<module>")
+    );
+    assert!(
+        f.evidence[0].contains("waits to be accepted"),
+        "{}",
+        f.evidence[0]
+    );
+}
+
+/// spawn (and forkserver before 3.14): the child's re-import blocks; the parent's join waits.
+#[test]
+fn reimported_main_blocks_in_a_spawn_child() {
+    let r = replay("reimported_main_blocks_spawn", &["reimported_main_blocks"]);
+    let c = r.findings[0].culprit.as_ref().expect("culprit");
+    assert_eq!(
+        r.snapshot.process(c.pid).map(|p| p.role),
+        Some(Role::SpawnChild)
+    );
+}
