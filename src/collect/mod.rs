@@ -521,6 +521,7 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             // Not its children: they carry a fork-time copy of its main frame.
             forkserver: forkservers.contains(&r.snap.pid.0)
                 && !forkservers.contains(&r.snap.ppid.0),
+            extra_reads: 0,
         });
     }
     let results = python::collect(&targets, workers);
@@ -805,6 +806,8 @@ fn restack(
                 .copied()
                 .unwrap_or_else(|| abi::glibc(None)),
             forkserver: false,
+            // A spinning loop shows its head line (see python::Target::extra_reads).
+            extra_reads: 3,
         })
         .collect();
     if targets.is_empty() {

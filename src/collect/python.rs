@@ -23,6 +23,10 @@ pub struct Target {
     pub libc: super::abi::GlibcLayout,
     /// A forkserver: also read its main loop's `pid_to_fd` (py-spy's locals support).
     pub forkserver: bool,
+    /// Extra quick reads whose innermost frames only lower each thread's top line when they are
+    /// in the same function: a loop then shows its head line (3.12+ attribute the backward jump
+    /// of `while cond: pass` to the body's line, so one read sees either line).
+    pub extra_reads: u32,
 }
 
 /// The Python side of one process.
@@ -108,11 +112,27 @@ fn read_one(
             Err(e) => last_err = format!("{e:#}"),
         }
     }
+    let mut traces = traces.ok_or_else(|| classify(&last_err))?;
+    for _ in 0..t.extra_reads {
+        let Ok(more) = spy.get_stack_traces() else {
+            continue;
+        };
+        for tr in &mut traces {
+            let again = more.iter().find(|m| m.thread_id == tr.thread_id);
+            let (Some(top), Some(other)) =
+                (tr.frames.first_mut(), again.and_then(|m| m.frames.first()))
+            else {
+                continue;
+            };
+            if other.filename == top.filename && other.name == top.name && other.line < top.line {
+                top.line = other.line;
+            }
+        }
+    }
     let version = spy.version.to_string();
     if let Some(k) = &t.layout {
         spies.insert(k.clone(), spy);
     }
-    let traces = traces.ok_or_else(|| classify(&last_err))?;
     let status_fds = traces
         .iter()
         .flat_map(|tr| &tr.frames)

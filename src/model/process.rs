@@ -128,7 +128,8 @@ pub struct ThreadLook {
     pub cpu_ticks: u64,
     /// The raw syscall line's number and first three args (`None` when running or unreadable).
     pub syscall: Option<(i64, u64, u64, u64)>,
-    /// Innermost Python frame as `file:line function`, when stacks were re-read.
+    /// Innermost Python frame as `file:line function`, when stacks were re-read (the lowest
+    /// line seen in that function over a few quick reads, so a loop shows its head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub py_top: Option<String>,
 }
