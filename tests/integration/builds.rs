@@ -28,12 +28,21 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Starts `cmd`, waits for its first line on stdout (its readiness), returns the guard.
 fn start_ready(mut cmd: Command) -> Guard {
-    let mut child = cmd
-        .stdout(Stdio::piped())
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start");
+        .stdin(Stdio::null());
+    // The fake was just written: a child forked meanwhile by another test may still hold the
+    // write fd until it execs (close-on-exec), and exec then fails with ETXTBSY.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.expect("start"),
+        }
+    };
     let out = child.stdout.take().expect("stdout");
     let mut line = String::new();
     let _ = BufReader::new(out).read_line(&mut line);
