@@ -393,10 +393,16 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
                     SyscallState::Unknown
                 }
             };
+            let (state, syscall) = match syscall {
+                SyscallState::Running | SyscallState::UserStopped if tst.state == 'R' => {
+                    gil_wait_of_runnable(&ctx, &tb).unwrap_or((tst.state, syscall))
+                }
+                other => (tst.state, other),
+            };
             threads.push(ThreadSnap {
                 tid: Tid(tid),
                 comm: tst.comm,
-                state: tst.state,
+                state,
                 wchan,
                 syscall,
                 cpu_ticks: tst.utime + tst.stime,
@@ -458,6 +464,32 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
         abi,
         diags,
     })
+}
+
+/// A thread caught runnable may be a GIL waiter between two 5 ms waits. Native frames tell
+/// (`take_gil`), but not on stripped builds (Debian's 3.14/3.15) or with `--nonblocking`: a
+/// few quick re-reads (1 ms apart) that find it sleeping in a timed futex in the interpreter's
+/// data (where the GIL is) record that wait instead. Anything else keeps the first look.
+fn gil_wait_of_runnable(ctx: &decode::DecodeCtx<'_>, tb: &str) -> Option<(char, SyscallState)> {
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1));
+        let st = read_text(&format!("{tb}/stat"))
+            .ok()
+            .and_then(|s| procfs::parse_stat(&s))?;
+        let raw = read_text(&format!("{tb}/syscall"))
+            .ok()
+            .and_then(|s| procfs::parse_syscall(&s))?;
+        if st.state == 'R' {
+            continue;
+        }
+        let s = decode::decode(ctx, &raw, None);
+        let gil = matches!(&s, SyscallState::Blocked(b) if matches!(&b.decoded,
+            crate::model::Decoded::Futex(f) if f.timed && f.region == crate::model::FutexRegion::Interpreter));
+        if gil {
+            return Some((st.state, s));
+        }
+    }
+    None
 }
 
 /// A key equal for processes that share an address layout: exe plus the load addresses of the
