@@ -409,6 +409,7 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
                 py: None,
                 native: None,
                 later: Vec::new(),
+                sched: read_sched(&tb),
             });
         }
     }
@@ -463,6 +464,26 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
         maps,
         abi,
         diags,
+    })
+}
+
+/// `/proc/PID/task/TID/schedstat` (`run_ns wait_ns slices`) with the time it was read.
+fn read_sched(tb: &str) -> Option<crate::model::SchedStat> {
+    let text = read_text(&format!("{tb}/schedstat")).ok()?;
+    let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+    let (run_ns, wait_ns) = (it.next()??, it.next()??);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return None;
+    }
+    Some(crate::model::SchedStat {
+        run_ns,
+        wait_ns,
+        at_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
     })
 }
 
@@ -741,6 +762,7 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
                             _ => None,
                         }),
                     py_top: None,
+                    sched: read_sched(&tb),
                 },
                 None => ThreadLook {
                     after_ms,
@@ -749,6 +771,7 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
                     cpu_ticks: t.cpu_ticks,
                     syscall: None,
                     py_top: None,
+                    sched: None,
                 },
             };
             t.later.push(look);

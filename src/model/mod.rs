@@ -15,7 +15,7 @@ mod syscall;
 pub use diag::{DiagKind, Diagnostic, Stage};
 pub use fd::{Access, FdEntry, FdKind, PipeSnap};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
-pub use process::{ProcessSnap, Role, SemMapping, StatusFd, ThreadLook, ThreadSnap};
+pub use process::{ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap};
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{
     syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,

@@ -114,6 +114,23 @@ pub struct ThreadSnap {
     /// Later looks, in order, used to see progress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later: Vec<ThreadLook>,
+    /// Scheduler accounting at the first look, when the kernel has `schedstat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedStat>,
+}
+
+/// A thread's scheduler accounting (`/proc/PID/task/TID/schedstat`) and when it was read: a
+/// thread that spins is on a CPU or waiting for one the whole time, however loaded the
+/// machine is, while its share of CPU time depends on the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedStat {
+    /// Time spent on a CPU, ns.
+    pub run_ns: u64,
+    /// Time spent runnable, waiting for a CPU, ns.
+    pub wait_ns: u64,
+    /// `CLOCK_MONOTONIC` when read, ns.
+    pub at_ns: u64,
 }
 
 /// A cheap later look at a thread: enough to tell that it moved.
@@ -132,6 +149,9 @@ pub struct ThreadLook {
     /// line seen in that function over a few quick reads, so a loop shows its head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub py_top: Option<String>,
+    /// Scheduler accounting at this look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedStat>,
 }
 
 /// One `/dev/shm/sem.*` mapping in one process.

@@ -129,6 +129,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         ),
         native: None,
         later: Vec::new(),
+        sched: None,
     };
     let child_main = ThreadSnap {
         tid: Tid(CHILD.0),
@@ -171,6 +172,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         ),
         native: None,
         later: Vec::new(),
+        sched: None,
     };
     let feeder = ThreadSnap {
         tid: FEEDER,
@@ -209,6 +211,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             ("__clone3", "/lib/x86_64-linux-gnu/libc.so.6"),
         ]),
         later: Vec::new(),
+        sched: None,
     };
     let pipe_end = |fd, access| FdEntry {
         fd,
