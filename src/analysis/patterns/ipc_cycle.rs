@@ -37,8 +37,10 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             }
         }
     }
+    // Start from the oldest process (the parent, whose line is the culprit): by start time,
+    // since pids wrap around (pid_max 32768 here) and a child's pid can be the smaller.
     let mut starts: Vec<Pid> = edges.keys().copied().collect();
-    starts.sort();
+    starts.sort_by_key(|p| (ctx.idx.process(*p).map(|p| p.start_ticks), *p));
     for s in starts {
         // Depth-first search for a path back to s.
         let mut stack = vec![(s, vec![])];
