@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Write docs/compatibility.md: every live fixture on every CPython and start method.
 
-    python3 scripts/compat.py            # runs the full matrix, then writes the table
-    python3 scripts/compat.py OUT.jsonl  # only writes the table from recorded outcomes
+    python3 scripts/compat.py                  # runs the full matrix, then writes the table
+    python3 scripts/compat.py OUT.jsonl [...]  # only writes the table from recorded outcomes;
+                                               # a later file's outcome of the same fixture,
+                                               # Python and method replaces an earlier one
 
 The run is the live test suite with every start method on every Python
 (``MPHANG_TEST_FULL=1``), each outcome appended to a JSON-lines file
@@ -35,16 +37,39 @@ def run_matrix(path):
     return subprocess.call(cmd, cwd=REPO, env=env)
 
 
+def declared(fixture):
+    """The fixture's `Start methods:` docstring line: a list, [] for `any`, None for all."""
+    try:
+        with open(os.path.join(REPO, "fixtures", fixture + ".py")) as f:
+            head = f.read(4000)
+    except OSError:
+        return None
+    for line in head.splitlines():
+        if line.strip().startswith("Start methods:"):
+            names = line.split(":", 1)[1].split("(")[0]
+            return [m.strip() for m in names.split(",") if m.strip() in METHODS]
+    return None
+
+
 def table(lines):
-    rows = [json.loads(l) for l in lines if l.strip()]
+    latest = {}
+    for l in lines:
+        if l.strip():
+            r = json.loads(l)
+            latest[(r["fixture"], r["minor"], r["method"])] = r
+    rows = list(latest.values())
     versions = {}
     for r in rows:
         versions[r["minor"]] = r["version"]
     minors = sorted(versions)
     cells = collections.defaultdict(dict)
     expect = {}
+    default = {}
     for r in rows:
-        key = (r["fixture"], r["method"])
+        # No multiprocessing child: one row, run under each version's default method.
+        method = "(any)" if declared(r["fixture"]) == [] else r["method"]
+        key = (r["fixture"], method)
+        default[(r["fixture"], method, r["minor"])] = r.get("default", False)
         expect[r["fixture"]] = r["expect"]
         cells[key][r["minor"]] = (r["ok"], r.get("error"))
     fixtures = sorted(expect)
@@ -62,7 +87,8 @@ def table(lines):
         "otherwise, `-` where the start method does not apply (fixtures that only exist "
         "under one method say so in their docstring: `Start methods:`). `*` marks each "
         "version's default start method on Linux (fork up to 3.13, forkserver from 3.14). "
-        "Fixtures without a multiprocessing child run once, under the default.\n"
+        "Fixtures without a multiprocessing child (`(any)`) run once per version, under its "
+        "default.\n"
     )
     out.append(
         "Interpreters: %s. 3.8-3.13 are pyenv builds (shared libpython with symbols); 3.14 "
@@ -77,7 +103,7 @@ def table(lines):
     out.append("|" + "---|" * (3 + len(minors)))
     failures = []
     for f in fixtures:
-        for method in METHODS:
+        for method in METHODS + ["(any)"]:
             c = cells.get((f, method))
             if not c:
                 continue
@@ -87,8 +113,7 @@ def table(lines):
                     row.append("-")
                     continue
                 good, err = c[m]
-                default = (method == "forkserver") == (m >= 14)
-                mark = "*" if default else ""
+                mark = "*" if default.get((f, method, m)) and method != "(any)" else ""
                 row.append(("ok" if good else "**FAIL**") + mark)
                 if not good:
                     failures.append("- `%s` on %s/%s: %s" % (f, versions[m], method, err or "?"))
@@ -100,14 +125,17 @@ def table(lines):
 
 
 def main():
-    if len(sys.argv) > 1:
-        path = sys.argv[1]
-    else:
+    paths = sys.argv[1:]
+    if not paths:
         fd, path = tempfile.mkstemp(suffix=".jsonl", prefix="mphang-compat-")
         os.close(fd)
         run_matrix(path)
-    with open(path) as f:
-        text = table(f.readlines())
+        paths = [path]
+    lines = []
+    for path in paths:
+        with open(path) as f:
+            lines += f.readlines()
+    text = table(lines)
     with open(OUT, "w") as f:
         f.write(text)
     print("wrote", OUT, file=sys.stderr)
