@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Record replay snapshots: run fixtures, wait until hung, save `mphang report --save`.
 
-Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] FIXTURE...
-Writes fixtures/snapshots/<fixture>.json. Paths under the repository are rewritten to
-/src/... so that rendering never reads the files (the output is the same on every machine).
+Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] [--start-method M]
+                                   [--suffix S] FIXTURE...
+Writes fixtures/snapshots/<fixture><S>.json (e.g. --suffix _forkserver). The start method
+(MPHANG_START_METHOD) defaults to the Python's own. Paths under the repository are
+rewritten to /src/... so that rendering never reads the files (the output is the same on
+every machine).
 """
 import argparse, contextlib, json, os, signal, subprocess, sys, time
 
@@ -34,14 +37,16 @@ def gone(pid):
 
 
 @contextlib.contextmanager
-def hung(python, fixture):
+def hung(python, fixture, method=None):
     """Starts fixtures/<fixture>.py in its own session, waits until its ready file's
     expectations hold, yields its pid, and kills its process group afterwards."""
     ready = "/tmp/mphang-record-%s.json" % fixture
     if os.path.exists(ready):
         os.unlink(ready)
     p = subprocess.Popen([python, os.path.join(ROOT, "fixtures", fixture + ".py")],
-                         env=dict(os.environ, MPHANG_READY=ready), start_new_session=True,
+                         env=dict(os.environ, MPHANG_READY=ready,
+                                  **({"MPHANG_START_METHOD": method} if method else {})),
+                         start_new_session=True,
                          stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 30
@@ -63,11 +68,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/debug/mphang"))
+    ap.add_argument("--start-method", default=None)
+    ap.add_argument("--suffix", default="")
     ap.add_argument("fixtures", nargs="+")
     a = ap.parse_args()
     for name in a.fixtures:
-        with hung(a.python, name) as pid:
-            out = os.path.join(ROOT, "fixtures", "snapshots", name + ".json")
+        with hung(a.python, name, a.start_method) as pid:
+            out = os.path.join(ROOT, "fixtures", "snapshots", name + a.suffix + ".json")
             subprocess.run([a.mphang, "report", str(pid), "--save", out, "--json"],
                            stdout=subprocess.DEVNULL, check=False)
             text = open(out).read().replace(ROOT + "/", "/src/")

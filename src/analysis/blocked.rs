@@ -111,6 +111,10 @@ fn resolve_running(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
                         (tid > 0).then_some(tid)
                     }),
                 },
+                // 3.14+: a PyMutex-based lock parks; its key (the PyMutex) names the lock.
+                FutexRegion::OwnStack { key } if f.lock.is_some() => {
+                    BlockedOn::ThreadLock { uaddr: *key }
+                }
                 FutexRegion::OwnStack { key } => BlockedOn::ParkingLot {
                     uaddr: f.uaddr,
                     key: *key,
@@ -118,7 +122,10 @@ fn resolve_running(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
                 _ => BlockedOn::ThreadLock { uaddr: f.uaddr },
             }
         }
-        Decoded::WaitChild { pid } => BlockedOn::Child { pid: *pid },
+        Decoded::WaitChild { pid } => BlockedOn::Child {
+            pid: *pid,
+            sentinel: None,
+        },
         Decoded::Sleep => BlockedOn::Timed {
             what: "sleep".into(),
         },

@@ -29,8 +29,12 @@ pub fn short(b: &BlockedOn) -> String {
         BlockedOn::ThreadLock { .. } => "a threading lock or condition".into(),
         BlockedOn::ParkingLot { .. } => "a parking-lot wait".into(),
         BlockedOn::Gil => "waiting for the GIL".into(),
-        BlockedOn::Child { pid: Some(p) } => format!("wait4({p})"),
-        BlockedOn::Child { pid: None } => "wait4(any child)".into(),
+        BlockedOn::Child {
+            pid: Some(p),
+            sentinel: Some(s),
+        } => format!("join({p}) via sentinel pipe:[{s}]"),
+        BlockedOn::Child { pid: Some(p), .. } => format!("wait4({p})"),
+        BlockedOn::Child { pid: None, .. } => "wait4(any child)".into(),
         BlockedOn::Any { of } => format!(
             "poll on {}",
             of.iter().map(short).collect::<Vec<_>>().join(", ")
@@ -146,12 +150,23 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
                         holders_text(idx, g, me, &hs)
                     )
                 }
-                None => format!("{verb} unix socket:[{inode}] (no peer)"),
+                None => match idx.listener_of(*inode) {
+                    Some(l) => {
+                        let hs: Vec<&Holder> = idx.socket_holders(l).iter().collect();
+                        format!(
+                            "{verb} unix socket:[{inode}], whose connection waits to be accepted on socket:[{l}] {}",
+                            holders_text(idx, g, me, &hs)
+                        )
+                    }
+                    None => format!("{verb} unix socket:[{inode}] (no peer)"),
+                },
             }
         }
-        BlockedOn::Child { pid: Some(c) } => {
-            format!("wait4({c}): waits for child {}", process_brief(idx, g, *c))
-        }
+        BlockedOn::Child { pid: Some(c), .. } => format!(
+            "{}: waits for child {}",
+            short(b),
+            process_brief(idx, g, *c)
+        ),
         BlockedOn::TcpRead { .. } | BlockedOn::TcpWrite { .. } => {
             super::tcp::line(idx, g, me, b).unwrap_or_else(|| short(b))
         }
@@ -246,7 +261,7 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             ),
         },
         BlockedOn::ParkingLot { key, .. } => format!(
-            "parked on {key:#x}{} (3.13 parking lot; only this process's threads can wake it)",
+            "parked on {key:#x}{} (parking lot, 3.13+; only this process's threads can wake it)",
             py_top(idx, me)
         ),
         other => short(other),

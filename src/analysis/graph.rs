@@ -70,7 +70,7 @@ pub fn build(idx: &Index<'_>) -> Graph {
                 pid: p.pid,
                 tid: t.tid,
             };
-            let b = blocked::resolve(p, t);
+            let b = idx.through_sentinels(blocked::resolve(p, t));
             g.order.push(r);
             let hk = is_housekeeping(t);
             if hk {
@@ -242,10 +242,8 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
                 .map(|h| h.pid),
             me,
         ),
-        BlockedOn::SocketRead { peer, .. } | BlockedOn::SocketWrite { peer, .. } => {
-            let holders: Vec<Pid> = peer
-                .map(|p| idx.socket_holders(p).iter().map(|h| h.pid).collect())
-                .unwrap_or_default();
+        BlockedOn::SocketRead { inode, peer } | BlockedOn::SocketWrite { inode, peer } => {
+            let holders: Vec<Pid> = idx.socket_counterparts(*inode, *peer);
             if holders.is_empty() {
                 Need::Seed("its peer socket is outside the tree".into())
             } else {
@@ -296,7 +294,7 @@ fn need(idx: &Index<'_>, me: ThreadRef, b: &BlockedOn) -> Need {
             _ => Need::Providers(threads_except(idx, me.pid, me)),
         },
         BlockedOn::ParkingLot { .. } => Need::Providers(threads_except(idx, me.pid, me)),
-        BlockedOn::Child { pid } => {
+        BlockedOn::Child { pid, .. } => {
             let kids: Vec<Pid> = match pid {
                 Some(c) => vec![*c],
                 None => idx.children(me.pid).to_vec(),

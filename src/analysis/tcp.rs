@@ -414,7 +414,7 @@ pub fn closed_words(idx: &Index<'_>, p: &ProcessSnap, fd: i32, ep: &TcpEndpoint)
             let exited: Vec<String> = idx
                 .exited()
                 .into_iter()
-                .filter(|(pid, _)| pid.host() == *h)
+                .filter(|(pid, _)| pid.is_some_and(|p| p.host() == *h))
                 .map(|(_, what)| what)
                 .collect();
             let place = if *h == ns.0 {

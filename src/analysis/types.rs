@@ -41,14 +41,22 @@ pub enum BlockedOn {
     Semaphore { key: SemKey },
     /// A glibc pthread mutex; `owner_tid` from `__owner` (target PID namespace).
     Mutex { uaddr: u64, owner_tid: Option<i32> },
-    /// A `threading` lock, condition or event (a private `sem_t`): only this process can release it.
+    /// A `threading` lock, condition or event (a private `sem_t`): only this process can release
+    /// it. `uaddr` is the futex address, or for a PyMutex-based lock (3.14+) the PyMutex's.
     ThreadLock { uaddr: u64 },
-    /// A 3.13 parking-lot wait (Thread.join, SimpleQueue.get); `key` is the awaited object.
+    /// A parking-lot wait (3.13+: Thread.join, SimpleQueue.get, Condition waiters; 3.14+ locks
+    /// whose object was not found); `key` is the awaited object.
     ParkingLot { uaddr: u64, key: u64 },
     /// Waiting for the GIL: CPU contention, not a hang.
     Gil,
-    /// `wait4`/`waitid` for a child (None = any child).
-    Child { pid: Option<Pid> },
+    /// `wait4`/`waitid` for a child (None = any child); or, under forkserver, `Process.join`
+    /// polling the child's `sentinel` pipe, which only the forkserver writes (mapped to the
+    /// child through the forkserver's `pid_to_fd`).
+    Child {
+        pid: Option<Pid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sentinel: Option<Inode>,
+    },
     /// `poll`/`select`/`epoll` on several fds: progresses when any of them does.
     Any { of: Vec<BlockedOn> },
     /// A timed sleep or a timed wait that will return by itself.

@@ -1,17 +1,19 @@
 //! Decodes a raw syscall line into what the thread waits for, reading target memory for poll
 //! sets and futex words and `/proc/PID/maps` for where a futex lives (field guide §1.2, §3.8, §4.1).
+//! Layouts (futex word, parking-lot entry, where the GIL is) come from [`abi`](super::abi).
 
+use super::abi::{Abi, Gil};
 use super::memory;
 use super::procfs::{MapEntry, RawSyscall};
-use crate::model::{
-    syscall_name, Decoded, Futex, FutexRegion, FutexWord, Pid, SemKey, Syscall, SyscallState,
-};
+use crate::model::{syscall_name, Decoded, Futex, FutexRegion, Pid, SemKey, Syscall, SyscallState};
 
 /// What the decoder needs to know about the process.
 pub struct DecodeCtx<'a> {
     pub pid: i32,
     pub maps: &'a [MapEntry],
     pub exe: Option<&'a str>,
+    /// The process's layouts (its build as far as file names and headers tell).
+    pub abi: &'a Abi,
 }
 
 const MAX_POLL_FDS: u64 = 4096;
@@ -167,13 +169,9 @@ fn futex(ctx: &DecodeCtx<'_>, a: &[u64; 6], sp: u64, restarted: bool) -> Decoded
         return Decoded::Other;
     }
     let region = futex_region(ctx, uaddr, sp);
-    let word = memory::read(ctx.pid, uaddr, 16).ok().and_then(|b| {
-        Some(FutexWord {
-            value: memory::u32_at(&b, 0)?,
-            high: memory::u32_at(&b, 4)?,
-            owner_tid: memory::i32_at(&b, 8)?,
-        })
-    });
+    let word = memory::read(ctx.pid, uaddr, 16)
+        .ok()
+        .and_then(|b| ctx.abi.libc.futex_word(&b));
     Decoded::Futex(Futex {
         uaddr,
         op,
@@ -197,14 +195,20 @@ fn futex_region(ctx: &DecodeCtx<'_>, uaddr: u64, sp: u64) -> FutexRegion {
         };
     }
     if m.contains(sp) && uaddr >= sp {
-        let key = memory::read(ctx.pid, uaddr.saturating_sub(8), 8)
-            .ok()
+        // The parking lot's wait entry: the awaited address just before the semaphore.
+        let key = ctx
+            .abi
+            .parking_lot()
+            .and_then(|pl| memory::read(ctx.pid, uaddr.checked_sub(pl.addr_before_sema)?, 8).ok())
             .and_then(|b| memory::u64_at(&b, 0))
             .unwrap_or(0);
         return FutexRegion::OwnStack { key };
     }
     let p = m.path.as_str();
-    let interpreter = |path: &str| path.contains("libpython") || ctx.exe.is_some_and(|e| e == path);
+    let interpreter = |path: &str| {
+        ctx.abi.gil() == Gil::InRuntime
+            && (path.contains("libpython") || ctx.exe.is_some_and(|e| e == path))
+    };
     if interpreter(p) {
         return FutexRegion::Interpreter;
     }

@@ -1,4 +1,5 @@
-//! Reading target memory with `process_vm_readv` (needs ptrace-read rights; nothing is stopped).
+//! Reading target memory with `process_vm_readv` (needs ptrace-read rights; nothing is stopped),
+//! behind the [`Mem`] trait so that decoders can be tested on fake memory.
 
 use super::procfs::MapEntry;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
@@ -81,10 +82,58 @@ pub fn scan_words(
     }
 }
 
-/// `ob_type->tp_name` of a Python object type at `ob_type` (PyTypeObject+24).
-pub fn type_name(pid: i32, ob_type: u64) -> Option<String> {
-    let tp = read(pid, ob_type + 24, 8).ok()?;
-    let name = read(pid, u64_at(&tp, 0)?, 32).ok()?;
-    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-    Some(std::str::from_utf8(&name[..end]).ok()?.to_string())
+/// Memory that object decoders read: a live process ([`Remote`]) or, in tests, a fake.
+pub trait Mem {
+    /// `len` bytes at `addr`; short reads are errors.
+    fn read(&self, addr: u64, len: usize) -> std::io::Result<Vec<u8>>;
+}
+
+/// The memory of a live process.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote(pub i32);
+
+impl Mem for Remote {
+    fn read(&self, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        read(self.0, addr, len)
+    }
+}
+
+/// Fake memory for decoder tests: a few regions at chosen addresses.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeMem(pub Vec<(u64, Vec<u8>)>);
+
+#[cfg(test)]
+impl FakeMem {
+    /// Writes `bytes` at `addr`, creating a region when no existing one covers it.
+    pub fn put(&mut self, addr: u64, bytes: &[u8]) {
+        for (start, data) in &mut self.0 {
+            let off = addr.wrapping_sub(*start) as usize;
+            if addr >= *start && off + bytes.len() <= data.len() {
+                data[off..off + bytes.len()].copy_from_slice(bytes);
+                return;
+            }
+        }
+        self.0.push((addr, bytes.to_vec()));
+    }
+    pub fn put_u64(&mut self, addr: u64, v: u64) {
+        self.put(addr, &v.to_le_bytes());
+    }
+    /// A zeroed region of `len` bytes at `addr`.
+    pub fn zeroed(&mut self, addr: u64, len: usize) {
+        self.0.push((addr, vec![0; len]));
+    }
+}
+
+#[cfg(test)]
+impl Mem for FakeMem {
+    fn read(&self, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        for (start, data) in &self.0 {
+            let off = addr.wrapping_sub(*start) as usize;
+            if addr >= *start && off + len <= data.len() {
+                return Ok(data[off..off + len].to_vec());
+            }
+        }
+        Err(std::io::Error::from_raw_os_error(libc::EFAULT))
+    }
 }

@@ -7,6 +7,7 @@
 //! -> roles -> later looks for progress. A process that vanishes or refuses
 //! becomes a diagnostic, never an abort.
 
+pub mod abi;
 pub mod breadth;
 pub mod decode;
 pub mod fds;
@@ -15,6 +16,7 @@ pub mod locks;
 pub mod memory;
 pub mod native;
 pub mod net;
+mod objects;
 pub mod perms;
 pub mod procfs;
 pub mod python;
@@ -26,9 +28,8 @@ pub mod tree;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    DiagKind, Diagnostic, FutexRegion, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap, Role,
-    SemKey, SemMapping, SemaphoreSnap, Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap, Tid,
-    SCHEMA,
+    DiagKind, Diagnostic, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap, Role, SemMapping,
+    Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap, Tid, SCHEMA,
 };
 use procfs::MapEntry;
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +71,8 @@ impl Default for CollectOptions {
 struct Raw {
     snap: ProcessSnap,
     maps: Vec<MapEntry>,
+    /// Memory layouts of this process's CPython build and glibc.
+    abi: abi::Abi,
     diags: Vec<Diagnostic>,
 }
 
@@ -218,7 +221,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         add_python(&mut procs, n);
     }
     phase("python");
-    add_lock_owners(&mut procs);
+    objects::add_lock_owners(&mut procs);
     let max_stop_us = if opts.native {
         let m = add_native(&mut procs);
         phase("native");
@@ -246,9 +249,11 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         .iter()
         .map(|r| (r.snap.pid.0, layout_key(r)))
         .collect();
-    let semaphores = semaphores(&procs, &layouts, n);
+    let semaphores = objects::semaphores(&procs, &layouts, n);
     phase("semaphores");
     assign_roles(&mut procs, root.0, &layouts);
+    let libcs: HashMap<i32, abi::GlibcLayout> =
+        procs.iter().map(|r| (r.snap.pid.0, r.abi.libc)).collect();
 
     let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
     let collect_ms = started.elapsed().as_millis() as u64;
@@ -260,7 +265,7 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         let after_ms = first_done.elapsed().as_millis() as u64;
         later_look(&mut processes, after_ms);
         if opts.python {
-            restack(&mut processes, &layouts, n);
+            restack(&mut processes, &layouts, &libcs, n);
         }
         for p in &mut pipes {
             let again = pipe_refs
@@ -353,10 +358,12 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             Vec::new()
         }
     };
+    let abi = abi::Abi::for_process(None, exe.as_deref(), &maps);
     let ctx = decode::DecodeCtx {
         pid,
         maps: &maps,
         exe: exe.as_deref(),
+        abi: &abi,
     };
     let mut threads = Vec::new();
     let mut syscall_denied = false;
@@ -388,16 +395,23 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
                     SyscallState::Unknown
                 }
             };
+            let (state, syscall) = match syscall {
+                SyscallState::Running | SyscallState::UserStopped if tst.state == 'R' => {
+                    gil_wait_of_runnable(&ctx, &tb).unwrap_or((tst.state, syscall))
+                }
+                other => (tst.state, other),
+            };
             threads.push(ThreadSnap {
                 tid: Tid(tid),
                 comm: tst.comm,
-                state: tst.state,
+                state,
                 wchan,
                 syscall,
                 cpu_ticks: tst.utime + tst.stime,
                 py: None,
                 native: None,
                 later: Vec::new(),
+                sched: read_sched(&tb),
             });
         }
     }
@@ -449,10 +463,58 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             threads,
             fds: fd_list,
             sem_maps,
+            status_fds: Vec::new(),
         },
         maps,
+        abi,
         diags,
     })
+}
+
+/// `/proc/PID/task/TID/schedstat` (`run_ns wait_ns slices`) with the time it was read.
+fn read_sched(tb: &str) -> Option<crate::model::SchedStat> {
+    let text = read_text(&format!("{tb}/schedstat")).ok()?;
+    let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+    let (run_ns, wait_ns) = (it.next()??, it.next()??);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return None;
+    }
+    Some(crate::model::SchedStat {
+        run_ns,
+        wait_ns,
+        at_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+    })
+}
+
+/// A thread caught runnable may be a GIL waiter between two 5 ms waits. Native frames tell
+/// (`take_gil`), but not on stripped builds (Debian's 3.14/3.15) or with `--nonblocking`: a
+/// few quick re-reads (1 ms apart) that find it sleeping in a timed futex in the interpreter's
+/// data (where the GIL is) record that wait instead. Anything else keeps the first look.
+fn gil_wait_of_runnable(ctx: &decode::DecodeCtx<'_>, tb: &str) -> Option<(char, SyscallState)> {
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1));
+        let st = read_text(&format!("{tb}/stat"))
+            .ok()
+            .and_then(|s| procfs::parse_stat(&s))?;
+        let raw = read_text(&format!("{tb}/syscall"))
+            .ok()
+            .and_then(|s| procfs::parse_syscall(&s))?;
+        if st.state == 'R' {
+            continue;
+        }
+        let s = decode::decode(ctx, &raw, None);
+        let gil = matches!(&s, SyscallState::Blocked(b) if matches!(&b.decoded,
+            crate::model::Decoded::Futex(f) if f.timed && f.region == crate::model::FutexRegion::Interpreter));
+        if gil {
+            return Some((st.state, s));
+        }
+    }
+    None
 }
 
 /// A key equal for processes that share an address layout: exe plus the load addresses of the
@@ -486,9 +548,18 @@ fn unreadable(r: &Raw) -> bool {
 }
 
 fn add_python(procs: &mut [Raw], workers: usize) {
+    let forkservers: Vec<i32> = procs
+        .iter()
+        .filter(|r| is_forkserver(r))
+        .map(|r| r.snap.pid.0)
+        .collect();
     let mut targets = Vec::new();
     for r in procs.iter_mut() {
         if r.snap.state == 'Z' {
+            continue;
+        }
+        if let Some(b) = r.abi.build.filter(|b| b.free_threaded) {
+            r.diags.push(free_threaded_note(r, b));
             continue;
         }
         if !looks_like_python(r) && unreadable(r) {
@@ -511,6 +582,11 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             pid: r.snap.pid.0,
             tids: r.snap.threads.iter().map(|t| t.tid.0).collect(),
             layout: layout_key(r),
+            libc: r.abi.libc,
+            // Not its children: they carry a fork-time copy of its main frame.
+            forkserver: forkservers.contains(&r.snap.pid.0)
+                && !forkservers.contains(&r.snap.ppid.0),
+            extra_reads: 0,
         });
     }
     let results = python::collect(&targets, workers);
@@ -518,6 +594,17 @@ fn add_python(procs: &mut [Raw], workers: usize) {
         match results.get(&r.snap.pid.0) {
             Some(Ok(pp)) => {
                 r.snap.python_version = Some(pp.version.clone());
+                r.snap.status_fds = pp
+                    .status_fds
+                    .iter()
+                    .map(|(child, fd)| crate::model::StatusFd {
+                        child: Pid(*child),
+                        fd: *fd,
+                    })
+                    .collect();
+                if r.abi.build.is_none() {
+                    r.abi = abi::Abi::for_process(Some(&pp.version), None, &r.maps);
+                }
                 for (tid, py) in &pp.threads {
                     match tid.and_then(|t| r.snap.threads.iter_mut().find(|x| x.tid.0 == t)) {
                         Some(t) => t.py = Some(py.clone()),
@@ -547,6 +634,27 @@ fn add_python(procs: &mut [Raw], workers: usize) {
     }
 }
 
+/// The one sentence a free-threaded target gets. py-spy cannot read these builds yet (a 32-byte
+/// object header, per-object mutexes, no GIL), so Python stacks and object reads are skipped
+/// rather than risk misreading them.
+fn free_threaded_note(r: &Raw, b: abi::PyBuild) -> Diagnostic {
+    let file = abi::interpreter_build(r.snap.exe.as_deref(), &r.maps)
+        .map(|(_, f)| f)
+        .or_else(|| r.snap.exe.clone())
+        .unwrap_or_default();
+    Diagnostic {
+        pid: Some(r.snap.pid),
+        tid: None,
+        stage: Stage::Python,
+        kind: DiagKind::NotPython,
+        message: format!(
+            "{} is a free-threaded CPython {} ({file}), whose Python stacks and objects mphang cannot read yet, so this report shows only what /proc allows: threads, system calls, pipes, sockets and semaphores.",
+            r.snap.pid,
+            b.label()
+        ),
+    }
+}
+
 /// One (pid, fd) through which each pipe inode can be queried: a write end when the tree holds
 /// one (see [`fds::query_pipe`]: a write end is the safest to measure through).
 fn pipe_refs(procs: &[Raw]) -> BTreeMap<Inode, (i32, i32)> {
@@ -565,61 +673,12 @@ fn pipe_refs(procs: &[Raw]) -> BTreeMap<Inode, (i32, i32)> {
     m.into_iter().map(|(k, (p, f, _))| (k, (p, f))).collect()
 }
 
-fn semaphores(
-    procs: &[Raw],
-    layouts: &HashMap<i32, Option<String>>,
-    workers: usize,
-) -> Vec<SemaphoreSnap> {
-    let mut by_key: BTreeMap<SemKey, SemaphoreSnap> = BTreeMap::new();
-    let mut first: HashMap<SemKey, (i32, u64)> = HashMap::new();
-    for r in procs {
-        for m in &r.snap.sem_maps {
-            let e = by_key
-                .entry(m.key.clone())
-                .or_insert_with(|| SemaphoreSnap {
-                    key: m.key.clone(),
-                    paths: Vec::new(),
-                    value: None,
-                    nwaiters: None,
-                    mapped_by: Vec::new(),
-                    holders: None,
-                });
-            if !e.paths.contains(&m.path) {
-                e.paths.push(m.path.clone());
-            }
-            if !e.mapped_by.contains(&r.snap.pid) {
-                e.mapped_by.push(r.snap.pid);
-            }
-            first
-                .entry(m.key.clone())
-                .or_insert((r.snap.pid.0, m.start));
-        }
-    }
-    // Semaphores someone waits on without a timeout.
-    let mut waited: Vec<SemKey> = Vec::new();
-    for r in procs {
-        for t in &r.snap.threads {
-            if let SyscallState::Blocked(s) = &t.syscall {
-                if let crate::model::Decoded::Futex(f) = &s.decoded {
-                    if let FutexRegion::SharedSem { key } = &f.region {
-                        waited.push(key.clone());
-                    }
-                }
-            }
-        }
-    }
-    for (key, s) in by_key.iter_mut() {
-        if let Some((pid, start)) = first.get(key) {
-            if let Some((v, w)) = sems::read_sem(*pid, *start) {
-                s.value = Some(v);
-                s.nwaiters = Some(w);
-            }
-        }
-        if s.value == Some(0) && waited.contains(key) {
-            s.holders = Some(holders(procs, key, layouts, workers));
-        }
-    }
-    by_key.into_values().collect()
+/// The forkserver's command line (`-c 'from multiprocessing.forkserver import main; main(...)'`).
+fn is_forkserver(r: &Raw) -> bool {
+    r.snap
+        .cmdline
+        .iter()
+        .any(|a| a.contains("multiprocessing.forkserver import main"))
 }
 
 fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<String>>) {
@@ -627,7 +686,7 @@ fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<Stri
     let mut roles: HashMap<i32, Role> = HashMap::new();
     // Forkservers first: their children are told by parentage.
     for r in procs.iter() {
-        if cmd_has(r, "multiprocessing.forkserver import main") {
+        if is_forkserver(r) {
             roles.insert(r.snap.pid.0, Role::Forkserver);
         }
     }
@@ -701,6 +760,7 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
                             _ => None,
                         }),
                     py_top: None,
+                    sched: read_sched(&tb),
                 },
                 None => ThreadLook {
                     after_ms,
@@ -709,6 +769,7 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
                     cpu_ticks: t.cpu_ticks,
                     syscall: None,
                     py_top: None,
+                    sched: None,
                 },
             };
             t.later.push(look);
@@ -718,7 +779,12 @@ fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
 
 /// Re-reads the Python stacks of processes with a running thread and records each thread's
 /// innermost frame in its latest look (a busy loop shows the same frame every time).
-fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>, workers: usize) {
+fn restack(
+    processes: &mut [ProcessSnap],
+    layouts: &HashMap<i32, Option<String>>,
+    libcs: &HashMap<i32, abi::GlibcLayout>,
+    workers: usize,
+) {
     let running = |p: &ProcessSnap| {
         p.threads
             .iter()
@@ -731,6 +797,13 @@ fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>
             pid: p.pid.0,
             tids: p.threads.iter().map(|t| t.tid.0).collect(),
             layout: layouts.get(&p.pid.0).cloned().flatten(),
+            libc: libcs
+                .get(&p.pid.0)
+                .copied()
+                .unwrap_or_else(|| abi::glibc(None)),
+            forkserver: false,
+            // A spinning loop shows its head line (see python::Target::extra_reads).
+            extra_reads: 3,
         })
         .collect();
     if targets.is_empty() {
@@ -750,72 +823,6 @@ fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>
             }
         }
     }
-}
-
-/// SemLock objects pointing at semaphore `key` in every process mapping it. One full scan per
-/// address layout; forked children with the same layout are probed at the addresses found,
-/// falling back to a full scan when the probe fails. Scans run in parallel.
-fn holders(
-    procs: &[Raw],
-    key: &SemKey,
-    layouts: &HashMap<i32, Option<String>>,
-    workers: usize,
-) -> Vec<crate::model::SemLockSeen> {
-    let mappers: Vec<(&Raw, u64)> = procs
-        .iter()
-        .filter_map(|r| {
-            r.snap
-                .sem_maps
-                .iter()
-                .find(|m| &m.key == key)
-                .map(|m| (r, m.start))
-        })
-        .collect();
-    let tids = |r: &Raw| -> Vec<i32> { r.snap.threads.iter().map(|t| t.tid.0).collect() };
-    // First process of each layout (or of no known layout): full scans, in parallel.
-    let mut firsts: Vec<(&Raw, u64)> = Vec::new();
-    let mut seen_layouts: Vec<&String> = Vec::new();
-    let mut rest: Vec<(&Raw, u64)> = Vec::new();
-    for (r, start) in &mappers {
-        match layouts.get(&r.snap.pid.0).and_then(|l| l.as_ref()) {
-            Some(l) if seen_layouts.contains(&l) => rest.push((r, *start)),
-            Some(l) => {
-                seen_layouts.push(l);
-                firsts.push((r, *start));
-            }
-            None => firsts.push((r, *start)),
-        }
-    }
-    let scanned = par_map(&firsts, workers, |(r, start)| {
-        (
-            r.snap.pid.0,
-            sems::scan_semlocks(r.snap.pid.0, &r.maps, *start, &tids(r)),
-        )
-    });
-    let addrs_by_layout: HashMap<String, Vec<u64>> = scanned
-        .iter()
-        .filter_map(|(pid, found)| {
-            let l = layouts.get(pid)?.clone()?;
-            Some((l, found.iter().map(|(a, _)| *a).collect()))
-        })
-        .collect();
-    let probed = par_map(&rest, workers, |(r, start)| {
-        let pid = r.snap.pid.0;
-        let known = layouts
-            .get(&pid)
-            .and_then(|l| l.as_ref())
-            .and_then(|l| addrs_by_layout.get(l))
-            .filter(|a| !a.is_empty());
-        known
-            .and_then(|a| sems::probe_semlocks(pid, a, *start, &tids(r)))
-            .unwrap_or_else(|| sems::scan_semlocks(pid, &r.maps, *start, &tids(r)))
-    });
-    scanned
-        .into_iter()
-        .flat_map(|(_, v)| v)
-        .chain(probed.into_iter().flatten())
-        .map(|(_, s)| s)
-        .collect()
 }
 
 /// Native stacks of every live process, one cache for the tree (forked children share their
@@ -937,62 +944,4 @@ pub fn quick_changed(prev: &Snapshot) -> bool {
         }
     }
     false
-}
-
-/// For threads acquiring a `threading` lock directly (not waiting in a Condition, Event or
-/// join), find the lock object and, for an RLock, its owner. One bounded scan per process.
-fn add_lock_owners(procs: &mut [Raw]) {
-    for r in procs.iter_mut() {
-        let mut uaddrs = Vec::new();
-        for t in &r.snap.threads {
-            let SyscallState::Blocked(s) = &t.syscall else {
-                continue;
-            };
-            let crate::model::Decoded::Futex(f) = &s.decoded else {
-                continue;
-            };
-            let direct =
-                t.py.as_ref()
-                    .and_then(|p| p.frames.first())
-                    .is_some_and(|f| {
-                        !f.file.ends_with("threading.py") && !f.file.ends_with("queue.py")
-                    });
-            if direct
-                && !f.shared
-                && !f.timed
-                && !f.is_mutex()
-                && f.region == FutexRegion::Heap
-                && !uaddrs.contains(&f.uaddr)
-            {
-                uaddrs.push(f.uaddr);
-            }
-        }
-        if uaddrs.is_empty() {
-            continue;
-        }
-        let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
-        let mut found = locks::find(r.snap.pid.0, &r.maps, &uaddrs, &tids);
-        // An owner that is no thread here: which thread of the parent it names.
-        let ppid = r.snap.ppid.0;
-        let parent_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{ppid}/task"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for l in found.values_mut() {
-            if l.owner != 0 && l.owner_tid.is_none() {
-                l.owner_in_parent =
-                    python::tid_of_pthread(ppid, l.owner, &parent_tids).map(|t| (ppid, t));
-            }
-        }
-        for t in &mut r.snap.threads {
-            if let SyscallState::Blocked(s) = &mut t.syscall {
-                if let crate::model::Decoded::Futex(f) = &mut s.decoded {
-                    f.lock = found.get(&f.uaddr).cloned();
-                }
-            }
-        }
-    }
 }

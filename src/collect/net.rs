@@ -98,6 +98,7 @@ pub fn resolve_sockets(
                     path: u.path.clone(),
                     listening: u.listening,
                     rqueue: u.rqueue,
+                    pending: u.pending.iter().copied().map(crate::model::Inode).collect(),
                 };
             } else if let Some(t) = d.tcp.get(&inode.0) {
                 *tcp = Some(t.clone());

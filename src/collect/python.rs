@@ -19,6 +19,14 @@ pub struct Target {
     pub pid: i32,
     pub tids: Vec<i32>,
     pub layout: Option<String>,
+    /// glibc layouts, for the `pthread_t` -> TID read before 3.11.
+    pub libc: super::abi::GlibcLayout,
+    /// A forkserver: also read its main loop's `pid_to_fd` (py-spy's locals support).
+    pub forkserver: bool,
+    /// Extra quick reads whose innermost frames only lower each thread's top line when they are
+    /// in the same function: a loop then shows its head line (3.12+ attribute the backward jump
+    /// of `while cond: pass` to the body's line, so one read sees either line).
+    pub extra_reads: u32,
 }
 
 /// The Python side of one process.
@@ -27,6 +35,8 @@ pub struct ProcPython {
     pub version: String,
     /// Each Python thread with the OS TID it runs on, when that could be told.
     pub threads: Vec<(Option<i32>, PyThread)>,
+    /// A forkserver's live children and the fd of each one's status pipe.
+    pub status_fds: Vec<(i32, i32)>,
 }
 
 pub type Outcome = Result<ProcPython, (DiagKind, String)>;
@@ -85,6 +95,10 @@ fn read_one(
         },
         None => py_spy::PythonSpy::new(t.pid, config).map_err(|e| classify(&format!("{e:#}")))?,
     };
+    // Locals cost a read per variable: only for the forkserver, whose `pid_to_fd` maps each
+    // child to the status pipe its client's `Process.join` polls (a 64-worker Pool needs
+    // about 700 characters of repr).
+    spy.config.dump_locals = if t.forkserver { 64 } else { 0 };
     // Non-blocking reads can tear while a thread runs; a hung thread does not move, so a retry
     // or two settles it.
     let mut last_err = String::new();
@@ -98,18 +112,43 @@ fn read_one(
             Err(e) => last_err = format!("{e:#}"),
         }
     }
+    let mut traces = traces.ok_or_else(|| classify(&last_err))?;
+    for _ in 0..t.extra_reads {
+        let Ok(more) = spy.get_stack_traces() else {
+            continue;
+        };
+        for tr in &mut traces {
+            let again = more.iter().find(|m| m.thread_id == tr.thread_id);
+            let (Some(top), Some(other)) =
+                (tr.frames.first_mut(), again.and_then(|m| m.frames.first()))
+            else {
+                continue;
+            };
+            if other.filename == top.filename && other.name == top.name && other.line < top.line {
+                top.line = other.line;
+            }
+        }
+    }
     let version = spy.version.to_string();
     if let Some(k) = &t.layout {
         spies.insert(k.clone(), spy);
     }
-    let traces = traces.ok_or_else(|| classify(&last_err))?;
+    let status_fds = traces
+        .iter()
+        .flat_map(|tr| &tr.frames)
+        .filter(|f| f.name == "main" && f.filename.ends_with("multiprocessing/forkserver.py"))
+        .flat_map(|f| f.locals.iter().flatten())
+        .find(|l| l.name == "pid_to_fd")
+        .and_then(|l| l.repr.as_deref())
+        .map(parse_int_dict)
+        .unwrap_or_default();
     let threads = traces
         .into_iter()
         .map(|tr| {
-            let tid = tr
-                .os_thread_id
-                .map(|x| x as i32)
-                .or_else(|| tid_of_pthread(t.pid, tr.thread_id, &t.tids));
+            let tid = tr.os_thread_id.map(|x| x as i32).or_else(|| {
+                t.libc
+                    .tid_of_pthread(&memory::Remote(t.pid), tr.thread_id, &t.tids)
+            });
             let py = PyThread {
                 thread_id: tr.thread_id,
                 name: tr.thread_name.clone(),
@@ -129,27 +168,25 @@ fn read_one(
             (tid, py)
         })
         .collect();
-    Ok(ProcPython { version, threads })
+    Ok(ProcPython {
+        version,
+        threads,
+        status_fds,
+    })
 }
 
-/// `offsetof(struct pthread, tid)` in glibc 2.34–2.39 on x86_64 (field guide §3.4).
-pub const PTHREAD_TID_OFFSET: u64 = 720;
-
-/// The TID stored in the `struct pthread` at `pthread` (a `pthread_t`, = fs_base, =
-/// `threading.get_ident()`), in the target's PID namespace; 0 for a parent's thread seen in a
-/// fork child (glibc clears it at fork).
-pub fn pthread_tid(pid: i32, pthread: u64) -> Option<i32> {
-    if pthread == 0 {
-        return None;
-    }
-    let b = memory::read(pid, pthread.checked_add(PTHREAD_TID_OFFSET)?, 4).ok()?;
-    memory::i32_at(&b, 0)
-}
-
-/// Maps a `pthread_t` to a TID, accepted only if it names a live thread of the process
-/// (`tids`). Needed before 3.11, whose thread state has no `native_thread_id`.
-pub fn tid_of_pthread(pid: i32, pthread: u64, tids: &[i32]) -> Option<i32> {
-    pthread_tid(pid, pthread).filter(|tid| tids.contains(tid))
+/// `{12345: 7, 12346: 8}` (py-spy's repr of a dict of ints) as pairs; a truncated tail
+/// (`...`) and anything not an int pair is skipped.
+pub fn parse_int_dict(repr: &str) -> Vec<(i32, i32)> {
+    repr.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            Some((k.trim().parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn classify(msg: &str) -> (DiagKind, String) {
@@ -168,4 +205,20 @@ fn classify(msg: &str) -> (DiagKind, String) {
         DiagKind::Failed
     };
     (kind, msg.lines().next().unwrap_or(msg).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn int_dict_reprs() {
+        assert_eq!(
+            super::parse_int_dict("{4113: 7, 4120: 9}"),
+            vec![(4113, 7), (4120, 9)]
+        );
+        assert_eq!(super::parse_int_dict("{}"), vec![]);
+        assert_eq!(
+            super::parse_int_dict("{1: 5, 2: 6, ...}"),
+            vec![(1, 5), (2, 6)]
+        );
+    }
 }

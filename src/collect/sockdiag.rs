@@ -12,14 +12,18 @@ pub struct UnixInfo {
     pub path: Option<String>,
     pub listening: bool,
     pub rqueue: Option<u32>,
+    /// For a listener: the client sockets whose connections wait to be accepted.
+    pub pending: Vec<u64>,
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 0x01;
 const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_ICONS: u32 = 0x08;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const TCP_LISTEN: u8 = 10;
 const INET_DIAG_INFO: u8 = 2;
@@ -33,7 +37,9 @@ pub fn dump_unix() -> std::io::Result<HashMap<u64, UnixInfo>> {
     req.extend_from_slice(&0u16.to_ne_bytes()); // pad
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // states: all
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN).to_ne_bytes(),
+    );
     req.extend_from_slice(&[0xff; 8]); // cookie: none
     let mut out = HashMap::new();
     dump(&req, |msg| {
@@ -240,6 +246,14 @@ fn parse_msg(msg: &[u8]) -> Option<(u64, UnixInfo)> {
                 if p != 0 {
                     info.peer = Some(p as u64);
                 }
+            }
+            // A listener's pending connections: the inodes of the connecting (client) sockets.
+            UNIX_DIAG_ICONS => {
+                info.pending = data
+                    .chunks_exact(4)
+                    .filter_map(|c| Some(u32::from_ne_bytes(c.try_into().ok()?) as u64))
+                    .filter(|i| *i != 0)
+                    .collect();
             }
             UNIX_DIAG_RQLEN if data.len() >= 4 => {
                 info.rqueue = Some(u32::from_ne_bytes(data[..4].try_into().ok()?));

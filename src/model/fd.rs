@@ -49,6 +49,10 @@ pub enum FdKind {
         listening: bool,
         /// Unread bytes in this socket's receive queue (or pending connections when listening).
         rqueue: Option<u32>,
+        /// For a listener: the client sockets whose connections wait in its accept queue
+        /// (UNIX_DIAG_ICONS). Such a client has no peer yet; whoever accepts here serves it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pending: Vec<Inode>,
     },
     /// Any other `socket:[INODE]` (inet, netlink). `tcp`: the connection when it is a TCP
     /// socket (from `inet_diag`), whose peer may be in the tree, on another host, or gone.

@@ -22,7 +22,7 @@ pub use diag::{DiagKind, Diagnostic, Stage};
 pub use fd::{Access, FdEntry, FdKind, PipeSnap, TcpEndpoint, TcpState};
 pub use host::{HostInfo, NetNs};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
-pub use process::{ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap};
+pub use process::{ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap};
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{
     syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,

@@ -86,6 +86,19 @@ pub struct ProcessSnap {
     pub fds: Vec<FdEntry>,
     /// `/dev/shm/sem.*` mappings of this process.
     pub sem_maps: Vec<SemMapping>,
+    /// For a forkserver: each live child it forked and the fd (here) of that child's status
+    /// pipe, whose read end is the sentinel its client's `Process.join` polls (`pid_to_fd` in
+    /// the forkserver's main loop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_fds: Vec<StatusFd>,
+}
+
+/// One child of a forkserver and the fd of its status pipe in the forkserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusFd {
+    pub child: Pid,
+    pub fd: i32,
 }
 
 /// One thread of a process.
@@ -107,6 +120,23 @@ pub struct ThreadSnap {
     /// Later looks, in order, used to see progress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later: Vec<ThreadLook>,
+    /// Scheduler accounting at the first look, when the kernel has `schedstat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedStat>,
+}
+
+/// A thread's scheduler accounting (`/proc/PID/task/TID/schedstat`) and when it was read: a
+/// thread that spins is on a CPU or waiting for one the whole time, however loaded the
+/// machine is, while its share of CPU time depends on the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedStat {
+    /// Time spent on a CPU, ns.
+    pub run_ns: u64,
+    /// Time spent runnable, waiting for a CPU, ns.
+    pub wait_ns: u64,
+    /// `CLOCK_MONOTONIC` when read, ns.
+    pub at_ns: u64,
 }
 
 /// A cheap later look at a thread: enough to tell that it moved.
@@ -121,9 +151,13 @@ pub struct ThreadLook {
     pub cpu_ticks: u64,
     /// The raw syscall line's number and first three args (`None` when running or unreadable).
     pub syscall: Option<(i64, u64, u64, u64)>,
-    /// Innermost Python frame as `file:line function`, when stacks were re-read.
+    /// Innermost Python frame as `file:line function`, when stacks were re-read (the lowest
+    /// line seen in that function over a few quick reads, so a loop shows its head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub py_top: Option<String>,
+    /// Scheduler accounting at this look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedStat>,
 }
 
 /// One `/dev/shm/sem.*` mapping in one process.

@@ -16,6 +16,9 @@ pub fn qualify(snap: &mut Snapshot, code: u16, label: &str) {
     for p in &mut snap.processes {
         p.pid = p.pid.qualified(code);
         p.ppid = p.ppid.qualified(code);
+        for s in &mut p.status_fds {
+            s.child = s.child.qualified(code);
+        }
         for m in &mut p.sem_maps {
             m.key = m.key.qualified(label);
         }
@@ -24,9 +27,17 @@ pub fn qualify(snap: &mut Snapshot, code: u16, label: &str) {
                 FdKind::Pipe { inode } | FdKind::Socket { inode, .. } => {
                     *inode = inode.qualified(code)
                 }
-                FdKind::UnixSocket { inode, peer, .. } => {
+                FdKind::UnixSocket {
+                    inode,
+                    peer,
+                    pending,
+                    ..
+                } => {
                     *inode = inode.qualified(code);
                     *peer = peer.map(|i| i.qualified(code));
+                    for c in pending {
+                        *c = c.qualified(code);
+                    }
                 }
                 _ => {}
             }

@@ -1,8 +1,12 @@
-//! Live tests: each fixture reaches its hang (or healthy look-alike) on every CPython 3.8–3.13
-//! present; mphang must name the exact pattern, the processes, and the culprit line, and stay
-//! quiet on the negative controls. Every fixture's process group is killed and reaped on drop.
+//! Live tests: each fixture reaches its hang (or healthy look-alike) on every CPython 3.8–3.15
+//! present, under each start method it applies to (the matrix of `util::runs`); mphang must
+//! name the exact pattern, the processes, and the culprit line, and stay quiet on the negative
+//! controls. Every fixture's process group is killed and reaped on drop.
 
-use crate::util::{self, line_of, marked_lines, pythons, report_json, start};
+use crate::util::{
+    self, each_run, fixture_methods, line_of, marked_lines, report_json, runs, start_run, Method,
+    Run, Share,
+};
 use mphang::analysis::{BlockedOn, Severity};
 use mphang::cmd::fixture::Ready;
 use mphang::model::{Decoded, FdKind, Pid, Role, SyscallState};
@@ -27,11 +31,29 @@ struct Case {
     pids: &'static [&'static str],
 }
 
+/// CPU-bound fixtures run alone.
+fn share(fixture: &str) -> Share {
+    match fixture {
+        "busy_loop" | "neg_busy_pool" => Share::Alone,
+        _ => Share::Concurrent,
+    }
+}
+
 fn check_case(case: &Case) {
-    for (ver, py) in pythons() {
-        let fx = start(&py, case.fixture);
+    each_run(
+        case.fixture,
+        case.pattern,
+        runs(&fixture_methods(case.fixture)),
+        share(case.fixture),
+        |run| check_run(case, run),
+    );
+}
+
+fn check_run(case: &Case, run: &Run) {
+    {
+        let fx = start_run(run, case.fixture);
         let (code, report) = report_json(fx.root(), &[]);
-        let ctx = format!("{} on {ver}", case.fixture);
+        let ctx = format!("{} on {}", case.fixture, run.label());
         let patterns: Vec<&str> = report.findings.iter().map(|f| f.pattern.as_str()).collect();
         assert_eq!(patterns, vec![case.pattern], "{ctx}: findings {patterns:?}");
         let f = &report.findings[0];
@@ -81,15 +103,17 @@ fn check_case(case: &Case) {
             "{ctx}: {} missing",
             f.doc
         );
-        extra_checks(case.fixture, &fx.ready, &report, &ctx);
+        extra_checks(case.fixture, run, &fx.ready, &report, &ctx);
     }
 }
 
 /// Pattern-specific evidence beyond the id.
-fn extra_checks(fixture: &str, ready: &Ready, r: &Report, ctx: &str) {
+fn extra_checks(fixture: &str, run: &Run, ready: &Ready, r: &Report, ctx: &str) {
     let pid = |n: &str| Pid(ready.pid(n).unwrap_or(0));
     match fixture {
-        "join_before_drain" | "join_before_drain_spawn" => check_join_before_drain(ready, r, ctx),
+        "join_before_drain" | "join_before_drain_spawn" => {
+            check_join_before_drain(run, ready, r, ctx)
+        }
         "fork_inherited_lock" => {
             let holder = ready.pid("holder_tid").unwrap_or(0);
             let ev = r.findings[0].evidence.join("\n");
@@ -108,6 +132,14 @@ fn extra_checks(fixture: &str, ready: &Ready, r: &Report, ctx: &str) {
             assert!(
                 ev.contains(&format!("is thread {holder}")),
                 "{ctx}: holder in the parent: {ev}"
+            );
+        }
+        "fork_inherited_io_lock" => {
+            let holder = ready.pid("holder_tid").unwrap_or(0);
+            let ev = r.findings[0].evidence.join("\n");
+            assert!(
+                ev.contains("_io.BufferedWriter at") && ev.contains(&format!("is thread {holder}")),
+                "{ctx}: the BufferedWriter and its owner in the parent: {ev}"
             );
         }
         "orphaned_lock" | "orphaned_lock_pool" => {
@@ -183,31 +215,50 @@ fn extra_checks(fixture: &str, ready: &Ready, r: &Report, ctx: &str) {
     }
 }
 
-fn check_join_before_drain(ready: &Ready, r: &Report, ctx: &str) {
+fn check_join_before_drain(run: &Run, ready: &Ready, r: &Report, ctx: &str) {
     let parent = Pid(ready.pid("parent").unwrap_or(0));
     let child = Pid(ready.pid("child").unwrap_or(0));
     let s = &r.snapshot;
     let p = s.process(parent).expect("parent in snapshot");
     let c = s.process(child).expect("child in snapshot");
     assert_eq!(p.role, Role::Main, "{ctx}");
-    assert!(
-        matches!(c.role, Role::ForkChild | Role::SpawnChild),
-        "{ctx}: {:?}",
-        c.role
-    );
+    let role = match run.method {
+        Method::Fork => Role::ForkChild,
+        Method::Spawn => Role::SpawnChild,
+        Method::Forkserver => Role::ForkserverChild,
+    };
+    assert_eq!(c.role, role, "{ctx}");
     assert!(
         p.python_version.is_some() && c.python_version.is_some(),
         "{ctx}: python versions"
     );
-    // The parent's main thread is in wait4(child).
+    // The parent's main thread is in wait4(child); under forkserver it polls the child's
+    // sentinel pipe, which mphang maps back to the child through the forkserver.
     let main = p.main_thread().expect("parent main thread");
-    match &main.syscall {
-        SyscallState::Blocked(sc) => {
+    match (&main.syscall, run.method) {
+        (SyscallState::Blocked(sc), Method::Forkserver) => {
+            // glibc 2.43 issues poll() as ppoll.
+            assert!(
+                sc.name == "poll" || sc.name == "ppoll",
+                "{ctx}: {}",
+                sc.name
+            );
+        }
+        (SyscallState::Blocked(sc), _) => {
             assert_eq!(sc.name, "wait4", "{ctx}");
             assert_eq!(sc.decoded, Decoded::WaitChild { pid: Some(child) }, "{ctx}");
         }
         other => panic!("{ctx}: parent main not blocked: {other:?}"),
     }
+    let joins = r
+        .threads
+        .iter()
+        .find(|v| v.thread.pid == parent && v.thread.tid.0 == parent.0)
+        .map(|v| v.blocked_on.clone());
+    assert!(
+        matches!(joins, Some(BlockedOn::Child { pid: Some(c), sentinel }) if c == child && sentinel.is_some() == (run.method == Method::Forkserver)),
+        "{ctx}: the parent waits for the child: {joins:?}"
+    );
     // A child thread writes a pipe whose read end the parent holds, and the pipe has data.
     let writer = c
         .threads
@@ -309,6 +360,13 @@ hang_case!(
     ["child"]
 );
 hang_case!(
+    fork_inherited_io_lock,
+    "fork_inherited_io_lock",
+    "fork_inherited_lock",
+    Culprit::Mark("CULPRIT"),
+    ["child"]
+);
+hang_case!(
     orphaned_lock,
     "orphaned_lock",
     "orphaned_lock",
@@ -349,6 +407,20 @@ hang_case!(
     "peer_exited",
     Culprit::Mark("CULPRIT"),
     ["parent"]
+);
+hang_case!(
+    barrier_party_died,
+    "barrier_party_died",
+    "peer_exited",
+    Culprit::Mark("CULPRIT"),
+    ["parent", "waiter"]
+);
+hang_case!(
+    reimported_main_blocks,
+    "reimported_main_blocks",
+    "reimported_main_blocks",
+    Culprit::Mark("CULPRIT"),
+    ["parent", "reimported"]
 );
 hang_case!(
     no_live_writer,
@@ -423,10 +495,20 @@ hang_case!(
 
 /// Negative controls and foundation fixtures: no finding, exit 0, plus structural checks.
 fn check_quiet(fixture: &str, extra: fn(&Ready, &Report, &str)) {
-    for (ver, py) in pythons() {
-        let fx = start(&py, fixture);
+    each_run(
+        fixture,
+        "quiet",
+        runs(&fixture_methods(fixture)),
+        share(fixture),
+        |run| quiet_run(fixture, run, extra),
+    );
+}
+
+fn quiet_run(fixture: &str, run: &Run, extra: fn(&Ready, &Report, &str)) {
+    {
+        let fx = start_run(run, fixture);
         let (code, report) = report_json(fx.root(), &[]);
-        let ctx = format!("{fixture} on {ver}");
+        let ctx = format!("{fixture} on {}", run.label());
         let found: Vec<String> = report
             .findings
             .iter()

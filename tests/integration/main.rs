@@ -1,5 +1,6 @@
 //! The single integration test binary: one module per area.
 
+mod builds;
 mod cli;
 mod generated;
 mod live;
@@ -7,6 +8,7 @@ mod multi_host;
 mod native;
 mod pytest_plugin;
 mod replay;
+mod replay_pythons;
 mod run;
 mod safety;
 mod schema;

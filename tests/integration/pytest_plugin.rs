@@ -367,7 +367,10 @@ fn off_until_asked_for() {
 
 #[test]
 fn the_plugin_compiles_on_every_python() {
-    for (ver, py) in crate::util::pythons() {
+    for (ver, py) in crate::util::pythons()
+        .into_iter()
+        .map(|p| (p.label(), p.path))
+    {
         let o = Command::new(&py)
             .args(["-m", "py_compile"])
             .args(["__init__.py", "__main__.py", "pytest_plugin.py"].map(|f| {

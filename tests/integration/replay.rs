@@ -7,7 +7,7 @@ use mphang::analysis::{analyze, BlockedOn, Progress};
 use mphang::model::Snapshot;
 use mphang::render::{self, Report};
 
-fn load(name: &str) -> Snapshot {
+pub(crate) fn load(name: &str) -> Snapshot {
     let path = repo()
         .join("fixtures/snapshots")
         .join(format!("{name}.json"));
@@ -15,7 +15,7 @@ fn load(name: &str) -> Snapshot {
     render::json::parse_snapshot(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn text(report: &Report) -> String {
+pub(crate) fn text(report: &Report) -> String {
     let mut out = Vec::new();
     render::text::render(
         report,

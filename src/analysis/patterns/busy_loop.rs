@@ -37,7 +37,19 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             let Some(last) = last else { continue };
             let used = last.cpu_ticks.saturating_sub(t.cpu_ticks);
             let wall_ticks = last.after_ms * hz / 1000;
-            if !spinning || wall_ticks == 0 || used * 10 < wall_ticks * 4 {
+            // Runnable the whole time (on a CPU or waiting for one), from the scheduler's
+            // accounting: a spinning thread on a loaded machine gets a small share of CPU but
+            // never sleeps. Without schedstat, 40% of a CPU between the looks.
+            let busy = match (t.sched, last.sched) {
+                (Some(a), Some(b)) if b.at_ns > a.at_ns => {
+                    let wall = b.at_ns - a.at_ns;
+                    let run = b.run_ns.saturating_sub(a.run_ns);
+                    let runnable = run + b.wait_ns.saturating_sub(a.wait_ns);
+                    run > 0 && runnable * 10 >= wall * 8
+                }
+                _ => wall_ticks > 0 && used * 10 >= wall_ticks * 4,
+            };
+            if !spinning || !busy {
                 continue;
             }
             // Name the loop's head: the lowest line seen in the spinning function.
@@ -68,7 +80,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                     threads: vec![r],
                     culprit,
                     fix: "Don't poll a flag in a loop: a module global set in the parent after fork is not seen by the child. Share state with multiprocessing.Event or Value and wait on it (event.wait()).",
-                    evidence: vec![{
+                    evidence: std::iter::once({
                         // The first look read the thread's CPU time at its start: the two reads
                         // are the first look's duration plus `after_ms` apart (measured).
                         let measured = ctx.idx.snap.collect_ms + last.after_ms;
@@ -77,7 +89,9 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                              its CPU time ({}% of one CPU); innermost frame {here} in every look",
                             (used * 1000 / hz * 100 / measured.max(1)).min(100)
                         )
-                    }],
+                    })
+                    .chain(runnable_share(t.sched, last.sched))
+                    .collect(),
                 }
                 .finish(Severity::Warning),
             );
@@ -90,4 +104,20 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
 fn without_line(key: &str) -> (&str, &str) {
     let (loc, func) = key.split_once(' ').unwrap_or((key, ""));
     (loc.rsplit_once(':').map(|(f, _)| f).unwrap_or(loc), func)
+}
+
+/// `runnable 97% of the time between the looks (on a CPU 38%)`, from schedstat.
+fn runnable_share(
+    a: Option<crate::model::SchedStat>,
+    b: Option<crate::model::SchedStat>,
+) -> Option<String> {
+    let (a, b) = (a?, b?);
+    let wall = b.at_ns.checked_sub(a.at_ns).filter(|w| *w > 0)?;
+    let run = b.run_ns.saturating_sub(a.run_ns);
+    let wait = b.wait_ns.saturating_sub(a.wait_ns);
+    Some(format!(
+        "runnable {}% of the time between the looks (on a CPU {}%): it never sleeps",
+        ((run + wait) * 100 / wall).min(100),
+        (run * 100 / wall).min(100)
+    ))
 }

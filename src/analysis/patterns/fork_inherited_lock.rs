@@ -1,8 +1,10 @@
 //! `fork_inherited_lock`: a forked child blocks on a lock (pthread mutex, threading lock, io
 //! buffer lock) that was held at fork time by a thread that does not exist in the child.
-//! Proof: the mutex `__owner` TID is not a thread of the child; or the lock is private to the
-//! child and the child has no other thread that could release it.
-//! Fixtures: fork_inherited_lock.py, fork_inherited_threading_lock.py.
+//! Proof: the mutex `__owner` TID, or the owner recorded in the RLock or BufferedWriter
+//! object, is not a thread of the child; or the lock is private to the child and the child
+//! has no other thread that could release it.
+//! Fixtures: fork_inherited_lock.py, fork_inherited_threading_lock.py, fork_inherited_rlock.py,
+//! fork_inherited_io_lock.py.
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
@@ -59,16 +61,22 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             {
                 let l = ctx.idx.lock_object(t).cloned();
                 let in_parent = l.as_ref().and_then(|l| l.owner_in_parent);
+                let kind = l.as_ref().map(|l| l.kind.clone()).unwrap_or_default();
                 let (owner, count, obj) = l.map(|l| (l.owner, l.count, l.object)).unwrap_or_default();
+                let rlock = kind == "_thread.RLock";
+                let what = if rlock { "RLock".to_string() } else { format!("lock of the {kind}") };
                 let mut ev_parent = Vec::new();
                 if let Some((pp, tid)) = in_parent {
-                    ev_parent.push(format!("in the parent {pp}, pthread {owner:#x} is thread {tid}: it held the RLock when the child was forked"));
+                    ev_parent.push(format!("in the parent {pp}, pthread {owner:#x} is thread {tid}: it held the {what} when the child was forked"));
                 }
+                let object = if rlock {
+                    format!("threading.RLock at {obj:#x} (lock {uaddr:#x}): rlock_owner = pthread {owner:#x}, rlock_count = {count}")
+                } else {
+                    format!("{kind} at {obj:#x} (lock {uaddr:#x}): owner = pthread {owner:#x}, inside a read or write when the child was forked")
+                };
                 (
                     vec![
-                        format!(
-                            "threading.RLock at {obj:#x} (futex {uaddr:#x}): rlock_owner = pthread {owner:#x}, rlock_count = {count}"
-                        ),
+                        object,
                         format!(
                             "that pthread's TID reads 0 in {}: not a thread of this process (glibc clears the other threads' TIDs at fork)",
                             t.pid
@@ -77,7 +85,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                     .into_iter()
                     .chain(ev_parent)
                     .collect(),
-                    format!("acquire an RLock held since before fork by pthread {owner:#x}, not a thread of this process"),
+                    format!("acquire the {what} held since before fork by pthread {owner:#x}, not a thread of this process"),
                 )
             }
             Some(BlockedOn::ThreadLock { uaddr } | BlockedOn::Mutex { uaddr, owner_tid: None })

@@ -39,8 +39,11 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             }
         }
     }
+    // Start from the oldest process (the parent, whose line is the culprit): by start time,
+    // since pids wrap around (pid_max 32768 here) and a child's pid can be the smaller.
     let mut starts: Vec<Pid> = edges.keys().copied().collect();
-    starts.sort();
+    // In a merged snapshot start times of different hosts do not compare: host first.
+    starts.sort_by_key(|p| (p.host(), ctx.idx.process(*p).map(|p| p.start_ticks), *p));
     // One cycle per strongly connected group of waiting processes: a cycle's group is one
     // hang; another group (another host of a merge, or an independent hang) gets its own.
     let mut out = Vec::new();
@@ -83,7 +86,9 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             for (q, t) in edges.get(&cur).cloned().unwrap_or_default() {
                 let mut p2: Vec<ThreadRef> = path.clone();
                 p2.push(t);
-                if q == s {
+                // A cycle needs two distinct resources: waiters that all wait on the same one
+                // (a barrier whose last party died) wait on it, not on each other.
+                if q == s && distinct_waits(ctx, &p2) >= 2 {
                     used.extend(group(s));
                     out.push(finding(ctx, &p2));
                     continue 'starts;
@@ -95,6 +100,18 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
     }
     out
+}
+
+fn distinct_waits(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> usize {
+    let mut waits: Vec<&BlockedOn> = cycle.iter().filter_map(|t| ctx.blocked(*t)).collect();
+    waits.dedup();
+    let mut distinct: Vec<&BlockedOn> = Vec::new();
+    for w in waits {
+        if !distinct.contains(&w) {
+            distinct.push(w);
+        }
+    }
+    distinct.len()
 }
 
 fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {

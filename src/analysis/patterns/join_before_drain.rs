@@ -8,9 +8,11 @@ use crate::analysis::types::{BlockedOn, Finding};
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     for a in ctx.open_stuck() {
-        let Some(BlockedOn::Child { pid: Some(b) }) = ctx.blocked(a) else {
+        let Some(joined @ BlockedOn::Child { pid: Some(b), .. }) = ctx.blocked(a) else {
             continue;
         };
+        // `wait4(B)`, or under forkserver `join(B) via sentinel pipe:[…]`.
+        let joins = crate::analysis::describe::short(joined);
         let Some(child) = ctx.idx.process(*b) else {
             continue;
         };
@@ -45,7 +47,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             .map(|h| h.fd.to_string())
             .collect();
         let b_main = ctx.main_of(*b);
-        let mut chain = vec![ctx.link_with(a, format!("wait4({b}): waits for child {b} to exit"))];
+        let mut chain = vec![ctx.link_with(a, format!("{joins}: waits for child {b} to exit"))];
         if b_main != w && ctx.idx.thread(b_main).is_some() {
             let what = if ctx.has_frame(b_main, "multiprocessing/queues.py", "_finalize_join") {
                 format!("joins its {} at exit", ctx.name(w))
@@ -82,7 +84,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 evidence: vec![
                     ctx.pipe_fill(inode),
                     format!("{} is blocked in write({pending} bytes) on pipe:[{inode}]", w.tid),
-                    format!("{} holds the read end as fd {} and is blocked in wait4({b})", a.pid, read_fds.join(",")),
+                    format!("{} holds the read end as fd {} and is blocked in {joins}", a.pid, read_fds.join(",")),
                 ],
             }
             .hang(),

@@ -19,6 +19,7 @@ mod peer_exited;
 mod pipe_self_eof;
 mod pool_result_handler_died;
 mod pool_worker_died;
+mod reimported_main_blocks;
 mod store_key_never_set;
 mod tcp_peer_closed;
 mod thread_blocks_exit;
@@ -62,6 +63,10 @@ pub static DETECTORS: &[Detector] = &[
     Detector {
         id: "orphaned_lock",
         detect: orphaned_lock::detect,
+    },
+    Detector {
+        id: "reimported_main_blocks",
+        detect: reimported_main_blocks::detect,
     },
     Detector {
         id: "join_before_drain",

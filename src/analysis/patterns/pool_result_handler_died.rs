@@ -4,7 +4,7 @@
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::Finding;
-use crate::model::{Role, ThreadRef};
+use crate::model::ThreadRef;
 
 /// A thread waiting for a Pool result (`get`/`wait`/`map`/`apply` in pool.py).
 pub fn waits_for_pool(ctx: &Ctx<'_>, t: ThreadRef) -> bool {
@@ -17,17 +17,9 @@ pub fn waits_for_pool(ctx: &Ctx<'_>, t: ThreadRef) -> bool {
     }) && !ctx.has_frame(t, "multiprocessing/pool.py", "worker")
 }
 
+/// The Pool's workers, by parentage or (under forkserver) by the Pool's pipes and semaphores.
 pub fn workers(ctx: &Ctx<'_>, pid: crate::model::Pid) -> Vec<crate::model::Pid> {
-    ctx.idx
-        .children(pid)
-        .iter()
-        .copied()
-        .filter(|c| {
-            ctx.idx
-                .process(*c)
-                .is_some_and(|p| p.role == Role::PoolWorker)
-        })
-        .collect()
+    ctx.idx.pool_workers(pid)
 }
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {

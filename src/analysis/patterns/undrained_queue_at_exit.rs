@@ -60,7 +60,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             .collect();
         // Whoever waits for this process is a dependent; its line is where the user looks.
         let waiter = ctx.g.order.iter().copied().find(
-            |t| matches!(ctx.blocked(*t), Some(BlockedOn::Child { pid: Some(c) }) if *c == m.pid),
+            |t| matches!(ctx.blocked(*t), Some(BlockedOn::Child { pid: Some(c), .. }) if *c == m.pid),
         );
         let culprit = waiter.and_then(|w| ctx.code_line(w));
         let mut chain = Vec::new();

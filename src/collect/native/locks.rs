@@ -6,9 +6,6 @@ use super::ptrace::read_memory;
 use crate::model::{Futex, NativeFrame, Pid, Tid};
 use std::collections::HashMap;
 
-/// glibc 2.36 x86_64 `offsetof(struct pthread, tid)` (`nptl/descr.h`; gdb `ptype /o`).
-pub use crate::collect::python::PTHREAD_TID_OFFSET;
-
 /// `FUTEX_TID_MASK`: the owner TID bits of a robust or PI futex word.
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
@@ -44,8 +41,10 @@ fn le_u32(b: &[u8; 16], off: usize) -> u32 {
 pub fn mutex_owner(op: u32, val: u32, word: &[u8; 16]) -> Option<MutexOwner> {
     let cmd = op & 0x7f;
     let private = op & 0x80 != 0;
-    let lock = le_u32(word, 0);
-    let owner_field = le_u32(word, 8) as i32;
+    // The pthread_mutex_t layout has not changed across the glibcs in the table.
+    let libc = crate::collect::abi::glibc(None);
+    let lock = le_u32(word, libc.mutex_lock);
+    let owner_field = le_u32(word, libc.mutex_owner) as i32;
     match cmd {
         // FUTEX_LOCK_PI: the word holds the owner TID.
         6 => Some(MutexOwner {
@@ -115,11 +114,18 @@ pub fn ns_tid_map(pid: Pid) -> HashMap<i32, Tid> {
 }
 
 /// The live thread of `pid` whose `pthread_t` (TCB address, = fs_base, = `threading.get_ident()`,
-/// = `RLock` owner, = `SemLock.last_tid`) is `pthread`. Reads `*(i32*)(pthread + 720)` and maps
-/// it through `NSpid`. `None` when the TCB says 0 (a parent's thread seen in a fork child) or the
-/// TID is not a live task of `pid`.
+/// = `RLock` owner, = `SemLock.last_tid`) is `pthread`. Reads the TID in its `struct pthread`
+/// (offset from [`abi`](crate::collect::abi) for the glibc `pid` maps) and maps it through
+/// `NSpid`. `None` when the TCB says 0 (a parent's thread seen in a fork child) or the TID is
+/// not a live task of `pid`.
 pub fn tid_of_pthread(pid: Pid, pthread: u64) -> Option<Tid> {
-    let ns_tid = crate::collect::python::pthread_tid(pid.0, pthread).filter(|t| *t > 0)?;
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", pid.0))
+        .map(|t| crate::collect::procfs::parse_maps(&t))
+        .unwrap_or_default();
+    let libc = crate::collect::abi::glibc(crate::collect::abi::libc_version(&maps));
+    let ns_tid = libc
+        .pthread_tid(&crate::collect::memory::Remote(pid.0), pthread)
+        .filter(|t| *t > 0)?;
     ns_tid_map(pid).get(&ns_tid).copied()
 }
 

@@ -68,7 +68,7 @@ fn mphang_options(code: &str) -> Vec<(String, String)> {
 fn docs_recipes_parse() {
     let text = std::fs::read_to_string(repo().join("docs/multi-host.md")).expect("read doc");
     let blocks = blocks(&text);
-    let python = pythons().pop().expect("a python").1;
+    let python = pythons().pop().expect("a python").path;
     let mut counts = std::collections::BTreeMap::new();
     for (lang, code, line) in &blocks {
         *counts.entry(lang.clone()).or_insert(0) += 1;

@@ -19,7 +19,7 @@ fn python() -> Option<PathBuf> {
         eprintln!("skipping: {why}");
         return None;
     }
-    pythons().pop().map(|(_, p)| p)
+    pythons().pop().map(|p| p.path)
 }
 
 fn script(name: &str) -> PathBuf {

@@ -11,7 +11,7 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn start(env: &[(&str, &str)]) -> Sleeper {
-        let py = pythons().pop().expect("a python").1;
+        let py = pythons().pop().expect("a python").path;
         let child = Command::new(py)
             .args([
                 "-c",

@@ -54,7 +54,7 @@ fn workflow_commands(log: &str) -> Vec<String> {
 
 #[test]
 fn hostile_strings_are_escaped_and_secrets_redacted_in_report() {
-    let Some((ver, py)) = pythons().into_iter().last() else {
+    let Some((ver, py)) = pythons().into_iter().last().map(|p| (p.label(), p.path)) else {
         eprintln!("skipping: no Python");
         return;
     };
@@ -139,7 +139,7 @@ fn hostile_strings_are_escaped_and_secrets_redacted_in_report() {
 
 #[test]
 fn run_under_github_actions_forges_no_annotation_and_leaks_no_secret() {
-    let Some((_, py)) = pythons().into_iter().last() else {
+    let Some(py) = pythons().into_iter().last().map(|p| p.path) else {
         eprintln!("skipping: no Python");
         return;
     };

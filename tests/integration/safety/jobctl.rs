@@ -149,7 +149,7 @@ fn one_run(pid: i32, case: &Case, seed: &mut u64) -> (bool, usize) {
 }
 
 fn run_cases(runs: usize, cases: &[(&str, Case)]) -> Vec<(String, usize, usize)> {
-    let Some((_, py)) = pythons().into_iter().last() else {
+    let Some(py) = pythons().into_iter().last().map(|p| p.path) else {
         eprintln!("skipping: no Python");
         return Vec::new();
     };
@@ -263,7 +263,7 @@ fn job_control_never_leaves_a_thread_stopped_repeated() {
 fn threads_given_up_on_are_released_while_the_helper_lives() {
     use mphang::collect::native::{helper, SampleOptions};
     use mphang::model::{Pid, Tid};
-    let Some((_, py)) = pythons().into_iter().last() else {
+    let Some(py) = pythons().into_iter().last().map(|p| p.path) else {
         eprintln!("skipping: no Python");
         return;
     };

@@ -29,7 +29,7 @@ fn counts(fx: &mphang::cmd::fixture::Fixture) -> (u64, u64, u64, u64) {
 }
 
 fn epipe_under_reports(measure: &str) {
-    let Some((ver, py)) = pythons().into_iter().last() else {
+    let Some((ver, py)) = pythons().into_iter().last().map(|p| (p.label(), p.path)) else {
         eprintln!("skipping: no Python");
         return;
     };

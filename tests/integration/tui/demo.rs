@@ -101,6 +101,7 @@ fn process(
         threads,
         fds,
         sem_maps: Vec::new(),
+        status_fds: Vec::new(),
     }
 }
 
@@ -130,6 +131,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         ),
         native: None,
         later: Vec::new(),
+        sched: None,
     };
     let child_main = ThreadSnap {
         tid: Tid(CHILD.0),
@@ -172,6 +174,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         ),
         native: None,
         later: Vec::new(),
+        sched: None,
     };
     let feeder = ThreadSnap {
         tid: FEEDER,
@@ -210,6 +213,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             ("__clone3", "/lib/x86_64-linux-gnu/libc.so.6"),
         ]),
         later: Vec::new(),
+        sched: None,
     };
     let pipe_end = |fd, access| FdEntry {
         fd,
@@ -296,7 +300,10 @@ pub fn report(later_ms: u64) -> Report {
     let threads = vec![
         verdict(
             parent,
-            BlockedOn::Child { pid: Some(CHILD) },
+            BlockedOn::Child {
+                pid: Some(CHILD),
+                sentinel: None,
+            },
             vec![child],
             "wait4(3736): child 3736 cannot exit; its main thread is joining QueueFeederThread 3737",
         ),
