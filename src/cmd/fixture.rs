@@ -74,6 +74,16 @@ impl Fixture {
     /// Starts `python script` and waits (up to `deadline`) until the fixture is ready and every
     /// expectation in its ready file holds.
     pub fn start(python: &Path, script: &Path, deadline: Duration) -> Result<Fixture, String> {
+        Fixture::start_with_env(python, script, deadline, &[])
+    }
+
+    /// [`Fixture::start`] with extra environment variables (e.g. `MPHANG_NOISE=1`).
+    pub fn start_with_env(
+        python: &Path,
+        script: &Path,
+        deadline: Duration,
+        env: &[(&str, &str)],
+    ) -> Result<Fixture, String> {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("mphang-fx-{}-{n}", std::process::id()));
@@ -84,6 +94,7 @@ impl Fixture {
             .arg(script)
             .env("MPHANG_READY", &ready_path)
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
