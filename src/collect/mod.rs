@@ -10,8 +10,10 @@
 pub mod decode;
 pub mod fds;
 pub mod locks;
+pub mod looks;
 pub mod memory;
 pub mod native;
+pub mod outside;
 pub mod perms;
 pub mod procfs;
 pub mod python;
@@ -22,8 +24,8 @@ pub mod tree;
 use crate::error::{Error, Result};
 use crate::model::{
     DiagKind, Diagnostic, FdKind, FutexRegion, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap,
-    Role, SemKey, SemMapping, SemaphoreSnap, Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap,
-    Tid, SCHEMA,
+    Role, SemKey, SemMapping, SemaphoreSnap, Snapshot, Stage, SyscallState, ThreadSnap, Tid,
+    SCHEMA,
 };
 use procfs::MapEntry;
 use std::collections::{BTreeMap, HashMap};
@@ -160,6 +162,12 @@ fn workers() -> usize {
 
 /// Collects the tree rooted at `root` (plus `opts.extra_roots`).
 pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
+    collect_with(root, opts).map(|(s, _)| s)
+}
+
+/// [`collect`], also returning the [`looks::Looker`] that takes further looks at the snapshot
+/// (the caller extends the observation while a verdict still depends on them).
+pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks::Looker)> {
     check_root(root)?;
     let started = Instant::now();
     let taken_at_ms = now_ms();
@@ -254,34 +262,24 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     phase("semaphores");
     assign_roles(&mut procs, root.0, &layouts);
 
-    let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
+    let processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
     let collect_ms = started.elapsed().as_millis() as u64;
 
-    let looks = opts.looks.max(1);
-    let first_done = Instant::now();
-    for _ in 1..looks {
-        std::thread::sleep(opts.interval);
-        let after_ms = first_done.elapsed().as_millis() as u64;
-        later_look(&mut processes, after_ms);
-        if opts.python {
-            restack(&mut processes, &layouts, n);
-        }
-        for p in &mut pipes {
-            let again = pipe_refs
-                .get(&p.inode)
-                .map(|(pid, fd)| fds::query_pipe(*pid, *fd, p.inode).buffered)
-                .unwrap_or(None);
-            p.later_buffered.push(again);
-        }
-    }
-
-    Ok(Snapshot {
+    outside::lookup(&processes, &mut pipes);
+    let looker = looks::Looker {
+        layouts,
+        pipe_refs,
+        first_done: Instant::now(),
+        python: opts.python,
+        workers: n,
+    };
+    let mut snap = Snapshot {
         schema: SCHEMA.to_string(),
         mphang_version: env!("CARGO_PKG_VERSION").to_string(),
         taken_at_ms,
         root,
         clock_ticks: clock_ticks(),
-        looks,
+        looks: 1,
         interval_ms: opts.interval.as_millis() as u64,
         collect_ms,
         max_stop_us,
@@ -290,7 +288,12 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         semaphores,
         gone,
         diagnostics,
-    })
+    };
+    for _ in 1..opts.looks.max(1) {
+        std::thread::sleep(opts.interval);
+        looker.look(&mut snap);
+    }
+    Ok((snap, looker))
 }
 
 fn clock_ticks() -> u64 {
@@ -445,6 +448,7 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             threads,
             fds: fd_list,
             sem_maps,
+            appeared: Vec::new(),
         },
         maps,
         diags,
@@ -499,6 +503,7 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             pid: r.snap.pid.0,
             tids: r.snap.threads.iter().map(|t| t.tid.0).collect(),
             layout: layout_key(r),
+            ns_tids: ns_tids(&r.snap),
         });
     }
     let results = python::collect(&targets, workers);
@@ -678,81 +683,6 @@ fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<Stri
     }
 }
 
-/// A cheap later look at every thread: state, CPU and syscall.
-fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
-    for p in processes.iter_mut() {
-        for t in &mut p.threads {
-            let tb = format!("/proc/{}/task/{}", p.pid.0, t.tid.0);
-            let look = match read_text(&format!("{tb}/stat"))
-                .ok()
-                .and_then(|s| procfs::parse_stat(&s))
-            {
-                Some(st) => ThreadLook {
-                    after_ms,
-                    alive: st.state != 'Z' && st.state != 'X',
-                    state: st.state,
-                    cpu_ticks: st.utime + st.stime,
-                    syscall: read_text(&format!("{tb}/syscall"))
-                        .ok()
-                        .and_then(|s| procfs::parse_syscall(&s))
-                        .and_then(|r| match r {
-                            procfs::RawSyscall::Blocked { nr, args, .. } => {
-                                Some((nr, args[0], args[1], args[2]))
-                            }
-                            _ => None,
-                        }),
-                    py_top: None,
-                },
-                None => ThreadLook {
-                    after_ms,
-                    alive: false,
-                    state: 'X',
-                    cpu_ticks: t.cpu_ticks,
-                    syscall: None,
-                    py_top: None,
-                },
-            };
-            t.later.push(look);
-        }
-    }
-}
-
-/// Re-reads the Python stacks of processes with a running thread and records each thread's
-/// innermost frame in its latest look (a busy loop shows the same frame every time).
-fn restack(processes: &mut [ProcessSnap], layouts: &HashMap<i32, Option<String>>, workers: usize) {
-    let running = |p: &ProcessSnap| {
-        p.threads
-            .iter()
-            .any(|t| t.state == 'R' || t.later.last().is_some_and(|l| l.state == 'R'))
-    };
-    let targets: Vec<python::Target> = processes
-        .iter()
-        .filter(|p| p.python_version.is_some() && running(p))
-        .map(|p| python::Target {
-            pid: p.pid.0,
-            tids: p.threads.iter().map(|t| t.tid.0).collect(),
-            layout: layouts.get(&p.pid.0).cloned().flatten(),
-        })
-        .collect();
-    if targets.is_empty() {
-        return;
-    }
-    let results = python::collect(&targets, workers);
-    for p in processes.iter_mut() {
-        let Some(Ok(pp)) = results.get(&p.pid.0) else {
-            continue;
-        };
-        for (tid, py) in &pp.threads {
-            let Some(t) = tid.and_then(|tid| p.threads.iter_mut().find(|t| t.tid.0 == tid)) else {
-                continue;
-            };
-            if let Some(l) = t.later.last_mut() {
-                l.py_top = py.frames.first().map(|f| f.top_key());
-            }
-        }
-    }
-}
-
 /// SemLock objects pointing at semaphore `key` in every process mapping it. One full scan per
 /// address layout; forked children with the same layout are probed at the addresses found,
 /// falling back to a full scan when the probe fails. Scans run in parallel.
@@ -772,7 +702,7 @@ fn holders(
                 .map(|m| (r, m.start))
         })
         .collect();
-    let tids = |r: &Raw| -> Vec<i32> { r.snap.threads.iter().map(|t| t.tid.0).collect() };
+    let tids = |r: &Raw| -> Vec<i32> { tid_space(&r.snap).0 };
     // First process of each layout (or of no known layout): full scans, in parallel.
     let mut firsts: Vec<(&Raw, u64)> = Vec::new();
     let mut seen_layouts: Vec<&String> = Vec::new();
@@ -811,11 +741,22 @@ fn holders(
             .and_then(|a| sems::probe_semlocks(pid, a, *start, &tids(r)))
             .unwrap_or_else(|| sems::scan_semlocks(pid, &r.maps, *start, &tids(r)))
     });
+    // last_tid is a TID of the holder's PID namespace.
+    let back: HashMap<i32, HashMap<i32, i32>> = mappers
+        .iter()
+        .filter(|(r, _)| r.snap.ns_pid.is_some())
+        .map(|(r, _)| (r.snap.pid.0, tid_space(&r.snap).1))
+        .collect();
     scanned
         .into_iter()
         .flat_map(|(_, v)| v)
         .chain(probed.into_iter().flatten())
-        .map(|(_, s)| s)
+        .map(|(_, mut s)| {
+            if let Some(m) = back.get(&s.pid.0) {
+                s.last_tid = s.last_tid.and_then(|t| m.get(&t).copied());
+            }
+            s
+        })
         .collect()
 }
 
@@ -849,6 +790,30 @@ fn add_native(procs: &mut [Raw]) -> u64 {
         r.diags.extend(sample.diagnostics);
     }
     max_stop.as_micros() as u64
+}
+
+/// For a process in another PID namespace, its threads' namespace TIDs mapped to mphang's
+/// (through `NSpid`, [`native::ns_tid_map`]); empty for a process in mphang's namespace. TIDs
+/// read from target memory (py-spy's thread ids, `struct pthread` tids, SemLock `last_tid`,
+/// RLock owners) are namespace TIDs and go through this map.
+pub(crate) fn ns_tids(p: &ProcessSnap) -> HashMap<i32, i32> {
+    if p.ns_pid.is_none() {
+        return HashMap::new();
+    }
+    native::ns_tid_map(p.pid)
+        .into_iter()
+        .map(|(ns, host)| (ns, host.0))
+        .collect()
+}
+
+/// The TIDs of `p` as its own memory names them, and the way back to mphang's TIDs.
+fn tid_space(p: &ProcessSnap) -> (Vec<i32>, HashMap<i32, i32>) {
+    let map = ns_tids(p);
+    if map.is_empty() {
+        (p.threads.iter().map(|t| t.tid.0).collect(), map)
+    } else {
+        (map.keys().copied().collect(), map)
+    }
 }
 
 /// Mutex owners read from target memory are TIDs of the target's PID namespace. For processes
@@ -965,8 +930,13 @@ fn add_lock_owners(procs: &mut [Raw]) {
         if uaddrs.is_empty() {
             continue;
         }
-        let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
+        let (tids, back) = tid_space(&r.snap);
         let mut found = locks::find(r.snap.pid.0, &r.maps, &uaddrs, &tids);
+        if !back.is_empty() {
+            for l in found.values_mut() {
+                l.owner_tid = l.owner_tid.and_then(|t| back.get(&t).copied());
+            }
+        }
         // An owner that is no thread here: which thread of the parent it names.
         let ppid = r.snap.ppid.0;
         let parent_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{ppid}/task"))
@@ -977,9 +947,22 @@ fn add_lock_owners(procs: &mut [Raw]) {
             })
             .unwrap_or_default();
         for l in found.values_mut() {
-            if l.owner != 0 && l.owner_tid.is_none() {
-                l.owner_in_parent =
-                    python::tid_of_pthread(ppid, l.owner, &parent_tids).map(|t| (ppid, t));
+            if l.owner == 0 {
+                continue;
+            }
+            let in_parent = python::tid_of_pthread(ppid, l.owner, &parent_tids);
+            // glibc reuses a dead thread's stack (and so its pthread_t) for the next thread: a
+            // thread started in a fork child can sit at the pthread_t of the parent thread that
+            // held the lock at fork. Only the child's main thread continues a parent thread;
+            // another thread at a live parent thread's pthread_t is such a reuse, and the lock
+            // is the parent thread's.
+            if let (Some(t), Some(_)) = (l.owner_tid, in_parent) {
+                if t != r.snap.pid.0 {
+                    l.owner_tid = None;
+                }
+            }
+            if l.owner_tid.is_none() {
+                l.owner_in_parent = in_parent.map(|t| (ppid, t));
             }
         }
         for t in &mut r.snap.threads {

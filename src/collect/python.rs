@@ -19,6 +19,21 @@ pub struct Target {
     pub pid: i32,
     pub tids: Vec<i32>,
     pub layout: Option<String>,
+    /// For a process in another PID namespace: its threads' namespace TIDs (what Python's
+    /// memory holds) mapped to mphang's TIDs, from `NSpid`. Empty otherwise.
+    pub ns_tids: HashMap<i32, i32>,
+}
+
+impl Target {
+    /// A TID read from the target (py-spy's native thread id, a `struct pthread`'s tid) as a
+    /// live thread of the process in mphang's PID namespace.
+    fn host_tid(&self, tid: i32) -> Option<i32> {
+        if self.ns_tids.is_empty() {
+            Some(tid).filter(|t| self.tids.contains(t))
+        } else {
+            self.ns_tids.get(&tid).copied()
+        }
+    }
 }
 
 /// The Python side of one process.
@@ -108,8 +123,8 @@ fn read_one(
         .map(|tr| {
             let tid = tr
                 .os_thread_id
-                .map(|x| x as i32)
-                .or_else(|| tid_of_pthread(t.pid, tr.thread_id, &t.tids));
+                .and_then(|x| t.host_tid(x as i32))
+                .or_else(|| t.host_tid(pthread_tid(t.pid, tr.thread_id)?));
             let py = PyThread {
                 thread_id: tr.thread_id,
                 name: tr.thread_name.clone(),

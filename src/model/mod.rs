@@ -13,9 +13,9 @@ mod stack;
 mod syscall;
 
 pub use diag::{DiagKind, Diagnostic, Stage};
-pub use fd::{Access, FdEntry, FdKind, PipeSnap};
+pub use fd::{Access, FdEntry, FdKind, OutsideHolder, PipeSnap};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
-pub use process::{ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap};
+pub use process::{Appeared, ProcessSnap, Role, SemMapping, ThreadLook, ThreadSnap, TimedWait};
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{
     syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,

@@ -79,6 +79,20 @@ pub struct ProcessSnap {
     pub fds: Vec<FdEntry>,
     /// `/dev/shm/sem.*` mappings of this process.
     pub sem_maps: Vec<SemMapping>,
+    /// Threads and child processes that appeared during the later looks (progress evidence:
+    /// this process started them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appeared: Vec<Appeared>,
+}
+
+/// A task first seen in a later look: a new thread of the process (`pid` is the process) or a
+/// new child process (`pid` is the child, `tid` its main thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Appeared {
+    pub after_ms: u64,
+    pub pid: Pid,
+    pub tid: Tid,
 }
 
 /// One thread of a process.
@@ -118,6 +132,27 @@ pub struct ThreadLook {
     /// Innermost Python frame as `file:line function`, when stacks were re-read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub py_top: Option<String>,
+    /// How many times the thread has been scheduled onto a CPU (`schedstat` field 3, else the
+    /// voluntary + involuntary context switches of `status`). A blocked thread's count grows
+    /// only when it wakes. Read without stopping anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switches: Option<u64>,
+    /// The system call of this look has a timeout (a sleep, a timed lock or condition wait, a
+    /// poll, select or epoll with a timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed: Option<TimedWait>,
+    /// py-spy saw this thread hold the GIL in this look (only set when stacks were re-read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owns_gil: bool,
+}
+
+/// A wait with a timeout, seen in a look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedWait {
+    /// At most this many milliseconds were left (exact for absolute deadlines, the whole
+    /// timeout for relative ones); None when the timeout could not be read.
+    pub left_ms: Option<u64>,
 }
 
 /// One `/dev/shm/sem.*` mapping in one process.

@@ -98,6 +98,7 @@ fn process(
         role,
         threads,
         fds,
+        appeared: Vec::new(),
         sem_maps: Vec::new(),
     }
 }
@@ -245,6 +246,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             buffered: Some(48352),
             capacity: Some(65536),
             later_buffered: Vec::new(),
+            outside: None,
         }],
         semaphores: Vec::new(),
         gone: Vec::new(),
