@@ -1,6 +1,9 @@
 //! Lookups over a snapshot: who holds which pipe end or socket, who maps which semaphore.
 
-use crate::model::{FdKind, Inode, Pid, ProcessSnap, SemKey, Snapshot, ThreadRef, ThreadSnap};
+use crate::model::{
+    FdKind, Inode, Pid, PipeSnap, ProcessSnap, SemKey, SemaphoreSnap, Snapshot, ThreadRef,
+    ThreadSnap,
+};
 use std::collections::HashMap;
 
 /// One process's fd on a pipe or socket.
@@ -20,6 +23,8 @@ pub struct Index<'a> {
     sock_holders: HashMap<Inode, Vec<Holder>>,
     sem_mappers: HashMap<SemKey, Vec<Pid>>,
     children: HashMap<Pid, Vec<Pid>>,
+    pipes: HashMap<Inode, &'a PipeSnap>,
+    sems: HashMap<&'a SemKey, &'a SemaphoreSnap>,
 }
 
 impl<'a> Index<'a> {
@@ -31,6 +36,8 @@ impl<'a> Index<'a> {
             sock_holders: HashMap::new(),
             sem_mappers: HashMap::new(),
             children: HashMap::new(),
+            pipes: snap.pipes.iter().map(|p| (p.inode, p)).collect(),
+            sems: snap.semaphores.iter().map(|s| (&s.key, s)).collect(),
         };
         for p in &snap.processes {
             idx.procs.insert(p.pid, p);
@@ -58,6 +65,14 @@ impl<'a> Index<'a> {
             }
         }
         idx
+    }
+
+    pub fn pipe(&self, inode: Inode) -> Option<&'a PipeSnap> {
+        self.pipes.get(&inode).copied()
+    }
+
+    pub fn semaphore(&self, key: &SemKey) -> Option<&'a SemaphoreSnap> {
+        self.sems.get(key).copied()
     }
 
     pub fn process(&self, pid: Pid) -> Option<&'a ProcessSnap> {

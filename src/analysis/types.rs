@@ -72,8 +72,10 @@ pub struct ThreadVerdict {
     /// interpreter's eval loop), innermost first; present when native stacks were sampled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<crate::model::merge::MergedFrame>,
-    /// A recognised periodic housekeeping loop (Pool handler, Manager serve_forever, idle
-    /// feeder): never counted as progress.
+    /// A periodic thread: seen to wake and go back to the same timed wait at the same line, or
+    /// a known library timer or monitor loop (threading.Timer, tqdm's monitor, a Manager's
+    /// serve_forever, a Pool's worker handler). It can progress, but is never progress for
+    /// others, and provides only with positive evidence.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub housekeeping: bool,
 }
@@ -135,4 +137,21 @@ pub struct Finding {
     pub evidence: Vec<String>,
     /// `docs/patterns/<id>.md`.
     pub doc: String,
+    /// Periodic threads the verdict assumes will not provide what a thread of the finding waits
+    /// for (each is also one line of `evidence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumed: Vec<Assumption>,
+}
+
+/// A periodic thread left out of the providers of a finding's threads: seen to wake and go back
+/// to the same timed wait at the same line, or a known library timer, with no sign that it
+/// uses what they wait for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assumption {
+    pub thread: ThreadRef,
+    /// Its name and where it waits: `heartbeat, sleeping at app.py:40`.
+    pub periodic: String,
+    /// What it is assumed not to do: `read pipe:[6692]`, `end process 3736`.
+    pub will_not: Vec<String>,
 }

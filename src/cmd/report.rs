@@ -1,7 +1,7 @@
 //! `mphang report <pid> | --from FILE`: one-shot diagnosis, text or JSON; exit 0/1/2.
 
 use crate::cli::ReportArgs;
-use crate::collect::{self, CollectOptions};
+use crate::collect::CollectOptions;
 use crate::error::{Error, Result};
 use crate::model::{Pid, Snapshot};
 use crate::render::{self, Report};
@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 pub fn run(args: &ReportArgs) -> Result<i32> {
     let snap = match (&args.from, args.pid) {
         (Some(path), _) => load(path)?,
-        (None, Some(pid)) => collect::collect(
+        (None, Some(pid)) => super::collect_settled(
             Pid(pid),
             &CollectOptions {
                 looks: args.sample.samples,

@@ -83,7 +83,11 @@ fn within_process(ctx: &Ctx<'_>) -> Vec<Finding> {
     pids.dedup();
     for pid in pids {
         let all = ctx.idx.threads_of(pid);
-        if all.iter().any(|t| !ctx.g.stuck(*t)) {
+        // Every thread stuck, but for periodic ones (which release nothing without evidence).
+        if all
+            .iter()
+            .any(|t| !ctx.g.stuck(*t) && !ctx.g.housekeeping.contains(t))
+        {
             continue;
         }
         // Threads blocked acquiring a private lock directly from user code.

@@ -25,7 +25,7 @@ mod undrained_queue_at_exit;
 use super::describe;
 use super::graph::Graph;
 use super::index::Index;
-use super::types::{BlockedOn, ChainLink, CodeLine, Finding, Severity};
+use super::types::{Assumption, BlockedOn, ChainLink, CodeLine, Finding, Severity};
 use crate::model::{Pid, PyThread, ThreadRef, Tid};
 use std::collections::HashSet;
 
@@ -133,9 +133,64 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
         f.pids.sort();
         f.pids.dedup();
         f.user_lines = f.threads.iter().filter_map(|t| ctx.code_line(*t)).collect();
+        f.assumed = assumptions(g, &f.threads);
+        f.evidence.extend(assumption_lines(&f.assumed));
     }
     findings.sort_by_key(|f| f.severity);
     findings
+}
+
+/// The periodic threads left out of the providers of `threads`, each with what it is assumed
+/// not to do, in thread order.
+fn assumptions(g: &Graph, threads: &[ThreadRef]) -> Vec<Assumption> {
+    let mut out: Vec<Assumption> = Vec::new();
+    for t in threads {
+        for (p, what) in g.assumed(*t) {
+            let i = match out.iter().position(|a| a.thread == *p) {
+                Some(i) => i,
+                None => {
+                    out.push(Assumption {
+                        thread: *p,
+                        periodic: g.periodic.get(p).cloned().unwrap_or_default(),
+                        will_not: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            if !out[i].will_not.contains(what) {
+                out[i].will_not.push(what.clone());
+            }
+        }
+    }
+    out.sort_by_key(|a| a.thread);
+    out
+}
+
+/// One evidence line per group of periodic threads assumed not to do the same things:
+/// `assuming thread 8124 (heartbeat, sleeping at app.py:40) will not read pipe:[6692]`.
+fn assumption_lines(assumed: &[Assumption]) -> Vec<String> {
+    let mut groups: Vec<(&[String], Vec<&Assumption>)> = Vec::new();
+    for a in assumed {
+        match groups.iter_mut().find(|(w, _)| *w == a.will_not.as_slice()) {
+            Some((_, v)) => v.push(a),
+            None => groups.push((a.will_not.as_slice(), vec![a])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(will_not, who)| {
+            let names: Vec<String> = who
+                .iter()
+                .map(|a| format!("{} ({})", a.thread.tid, a.periodic))
+                .collect();
+            format!(
+                "assuming thread{} {} will not {}",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", "),
+                will_not.join(" or ")
+            )
+        })
+        .collect()
 }
 
 /// Stuck threads whose providers lead only into one finding's threads join that finding.
@@ -300,6 +355,7 @@ impl Draft {
             fix: self.fix.to_string(),
             evidence: self.evidence,
             doc: format!("docs/patterns/{}.md", self.pattern),
+            assumed: Vec::new(),
         }
     }
 }

@@ -342,6 +342,7 @@ pub fn report(later_ms: u64) -> Report {
             "3737 (QueueFeederThread) sits in write(fd 4, 3009 B)".into(),
         ],
         doc: "docs/patterns/join_before_drain.md".into(),
+        assumed: Vec::new(),
     };
     Report {
         schema: REPORT_SCHEMA.into(),
