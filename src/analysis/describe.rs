@@ -83,7 +83,7 @@ fn holders_text(idx: &Index<'_>, g: &Graph, me: ThreadRef, hs: &[&Holder]) -> St
 }
 
 fn pipe_fill(idx: &Index<'_>, inode: crate::model::Inode) -> String {
-    match idx.snap.pipe(inode) {
+    match idx.pipe(inode) {
         Some(p) => match (p.buffered, p.capacity) {
             (Some(b), Some(c)) => format!("{b} B buffered of {} KiB", c / 1024),
             (Some(b), None) => format!("{b} B buffered"),
@@ -144,7 +144,7 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             format!("wait4({c}): waits for child {}", process_brief(idx, g, *c))
         }
         BlockedOn::Semaphore { key } => {
-            let sem = idx.snap.semaphore(key);
+            let sem = idx.semaphore(key);
             let state = sem
                 .map(|s| {
                     format!(

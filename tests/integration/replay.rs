@@ -340,3 +340,133 @@ fn unknown_fields_and_wrong_schema_are_rejected() {
     v["schema"] = serde_json::json!("mphang/snapshot/v0");
     assert!(render::json::parse_snapshot(&v.to_string()).is_err());
 }
+
+/// A synthetic chain of `n` processes: process i reads a pipe whose only writer is process
+/// i+1; the last one reads a pipe whose write end it holds itself (`pipe_self_eof`).
+fn chain_snapshot(n: usize) -> Snapshot {
+    use mphang::model::{
+        Access, Decoded, FdEntry, FdKind, Inode, Pid, PipeSnap, ProcessSnap, Role, Syscall,
+        SyscallState, ThreadSnap, Tid,
+    };
+    let base = 1000;
+    let pipe = |i: usize| Inode(10_000 + i as u64);
+    let processes = (0..n)
+        .map(|i| {
+            let pid = Pid((base + i) as i32);
+            let mut fds = vec![FdEntry {
+                fd: 3,
+                access: Access::Read,
+                kind: FdKind::Pipe { inode: pipe(i) },
+            }];
+            // The writer of pipe i is process i+1 (the last one writes its own).
+            if i + 1 == n {
+                fds.push(FdEntry {
+                    fd: 4,
+                    access: Access::Write,
+                    kind: FdKind::Pipe { inode: pipe(i) },
+                });
+            }
+            if i > 0 {
+                fds.push(FdEntry {
+                    fd: 5,
+                    access: Access::Write,
+                    kind: FdKind::Pipe { inode: pipe(i - 1) },
+                });
+            }
+            ProcessSnap {
+                pid,
+                ppid: Pid(if i == 0 { 1 } else { (base + i - 1) as i32 }),
+                ns_pid: None,
+                comm: "python3".into(),
+                cmdline: vec!["python3".into()],
+                exe: None,
+                uid: Some(0),
+                state: 'S',
+                start_ticks: 0,
+                cpu_ticks: 0,
+                num_threads: 1,
+                nofile_limit: None,
+                fd_count: fds.len(),
+                python_version: None,
+                role: if i == 0 { Role::Main } else { Role::ForkChild },
+                threads: vec![ThreadSnap {
+                    tid: Tid(pid.0),
+                    comm: "python3".into(),
+                    state: 'S',
+                    wchan: Some("anon_pipe_read".into()),
+                    syscall: SyscallState::Blocked(Syscall {
+                        nr: 0,
+                        name: "read".into(),
+                        args: [3, 0, 4, 0, 0, 0],
+                        sp: 0,
+                        pc: 0,
+                        decoded: Decoded::Read { fd: 3 },
+                    }),
+                    cpu_ticks: 0,
+                    py: None,
+                    native: None,
+                    later: Vec::new(),
+                }],
+                fds,
+                sem_maps: Vec::new(),
+                appeared: Vec::new(),
+            }
+        })
+        .collect();
+    Snapshot {
+        schema: mphang::model::SCHEMA.into(),
+        mphang_version: "test".into(),
+        taken_at_ms: 0,
+        root: Pid(base as i32),
+        clock_ticks: 100,
+        looks: 1,
+        interval_ms: 500,
+        collect_ms: 0,
+        max_stop_us: None,
+        processes,
+        pipes: (0..n)
+            .map(|i| PipeSnap {
+                inode: pipe(i),
+                buffered: Some(0),
+                capacity: Some(65536),
+                later_buffered: Vec::new(),
+                outside: None,
+            })
+            .collect(),
+        semaphores: Vec::new(),
+        gone: Vec::new(),
+        diagnostics: Vec::new(),
+    }
+}
+
+/// The fixpoint and the attachment of dependents are linear: a 100,000-deep chain is one
+/// finding with every thread, within seconds (quadratic work would take hours; the bound only
+/// catches that).
+#[test]
+fn a_100k_deep_chain_is_one_finding_in_seconds() {
+    let n = 100_000;
+    let s = chain_snapshot(n);
+    let started = std::time::Instant::now();
+    let a = analyze(&s);
+    let took = started.elapsed();
+    assert_eq!(
+        a.findings
+            .iter()
+            .map(|f| f.pattern.as_str())
+            .collect::<Vec<_>>(),
+        vec!["pipe_self_eof"]
+    );
+    assert_eq!(a.findings[0].threads.len(), n);
+    assert!(a.threads.iter().all(|v| v.progress == Progress::Stuck));
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
+    // A writer that runs frees the whole chain.
+    let mut s = chain_snapshot(1000);
+    s.processes[999].threads[0].state = 'R';
+    s.processes[999].threads[0].syscall = mphang::model::SyscallState::Running;
+    let a = analyze(&s);
+    assert!(a.findings.is_empty());
+    assert!(a
+        .threads
+        .iter()
+        .all(|v| v.progress == Progress::CanProgress));
+}

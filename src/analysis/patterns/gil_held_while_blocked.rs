@@ -7,17 +7,21 @@ use crate::analysis::types::{BlockedOn, Finding};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
-    for h in ctx.open_stuck() {
+    let open = ctx.open_stuck();
+    let gil_waiters: Vec<_> = open
+        .iter()
+        .copied()
+        .filter(|w| matches!(ctx.blocked(*w), Some(BlockedOn::Gil)))
+        .collect();
+    for h in open {
         let Some(py) = ctx.py(h) else { continue };
         if !py.owns_gil || matches!(ctx.blocked(h), Some(BlockedOn::Running)) {
             continue;
         }
-        let waiters: Vec<_> = ctx
-            .open_stuck()
-            .into_iter()
-            .filter(|w| {
-                w.pid == h.pid && *w != h && matches!(ctx.blocked(*w), Some(BlockedOn::Gil))
-            })
+        let waiters: Vec<_> = gil_waiters
+            .iter()
+            .copied()
+            .filter(|w| w.pid == h.pid && *w != h)
             .collect();
         if waiters.is_empty() {
             continue;

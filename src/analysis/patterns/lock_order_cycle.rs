@@ -6,6 +6,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::ThreadRef;
+use std::collections::{HashMap, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -20,7 +21,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
 fn holders_of(ctx: &Ctx<'_>, t: ThreadRef) -> Option<Vec<ThreadRef>> {
     match ctx.blocked(t)? {
         BlockedOn::Semaphore { key } => {
-            let h = ctx.idx.snap.semaphore(key)?.holders.as_ref()?;
+            let h = ctx.idx.semaphore(key)?.holders.as_ref()?;
             if !h.iter().any(|s| s.maxvalue == 1) {
                 return None;
             }
@@ -56,23 +57,36 @@ fn holders_of(ctx: &Ctx<'_>, t: ThreadRef) -> Option<Vec<ThreadRef>> {
 }
 
 fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
-    let stuck = ctx.open_stuck();
-    for start in &stuck {
+    let stuck_list = ctx.open_stuck();
+    let stuck: HashSet<ThreadRef> = stuck_list.iter().copied().collect();
+    // Each thread is walked from once: a walk that reaches a thread walked before can only
+    // find a cycle already looked for.
+    let mut walked: HashSet<ThreadRef> = HashSet::new();
+    for start in &stuck_list {
+        if walked.contains(start) {
+            continue;
+        }
         let mut path = vec![*start];
+        let mut on_path: HashMap<ThreadRef, usize> = HashMap::from([(*start, 0)]);
         let mut cur = *start;
         while let Some(next) =
             holders_of(ctx, cur).and_then(|hs| hs.into_iter().find(|h| stuck.contains(h)))
         {
-            if let Some(i) = path.iter().position(|p| *p == next) {
+            if let Some(i) = on_path.get(&next).copied() {
                 let cycle = path[i..].to_vec();
                 if cycle.len() < 2 {
                     break;
                 }
                 return vec![finding(ctx, &cycle, "each holds a lock the next one waits for (the holders come from the SemLock objects' count and last_tid, or the mutex __owner)")];
             }
+            if walked.contains(&next) {
+                break;
+            }
+            on_path.insert(next, path.len());
             path.push(next);
             cur = next;
         }
+        walked.extend(path);
     }
     Vec::new()
 }

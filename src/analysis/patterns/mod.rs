@@ -27,7 +27,7 @@ use super::graph::Graph;
 use super::index::Index;
 use super::types::{Assumption, BlockedOn, ChainLink, CodeLine, Finding, Severity};
 use crate::model::{Pid, PyThread, ThreadRef, Tid};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// What a detector sees.
 pub struct Ctx<'a> {
@@ -115,7 +115,9 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
         explained: HashSet::new(),
     };
     let mut findings: Vec<Finding> = Vec::new();
+    let mut deps = Dependents::new(g);
     for d in DETECTORS {
+        let before = findings.len();
         for f in (d.detect)(&ctx) {
             debug_assert_eq!(f.pattern, d.id);
             ctx.explained.extend(f.threads.iter().copied());
@@ -123,8 +125,8 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
         }
         // Threads that only wait on what this detector explained belong to its findings, so
         // that a later, less specific detector does not explain them again.
-        attach_dependents(&ctx, &mut findings);
-        for f in &findings {
+        deps.attach(&ctx, &mut findings, before);
+        for f in &findings[before..] {
             ctx.explained.extend(f.threads.iter().copied());
         }
     }
@@ -193,31 +195,62 @@ fn assumption_lines(assumed: &[Assumption]) -> Vec<String> {
         .collect()
 }
 
-/// Stuck threads whose providers lead only into one finding's threads join that finding.
-fn attach_dependents(ctx: &Ctx<'_>, findings: &mut [Finding]) {
-    for t in ctx.g.order.iter().copied() {
-        if !ctx.g.stuck(t) || ctx.explained.contains(&t) || ctx.zombie(t) {
-            continue;
-        }
-        // Breadth-first over stuck providers until an explained thread is met.
-        let mut seen = HashSet::from([t]);
-        let mut frontier = vec![t];
-        let mut hit = None;
-        while let Some(cur) = frontier.pop() {
-            for p in ctx.g.providers(cur) {
-                if let Some(i) = findings.iter().position(|f| f.threads.contains(p)) {
-                    hit = Some(i);
-                    break;
-                }
-                if seen.insert(*p) && ctx.g.stuck(*p) {
-                    frontier.insert(0, *p);
+/// Stuck threads whose providers lead only into one finding's threads join that finding: the
+/// one whose threads they reach first, breadth-first backwards over the stuck waiters. The
+/// reverse edges are built once per analysis and each thread is visited once (linear).
+struct Dependents {
+    waiters: HashMap<ThreadRef, Vec<ThreadRef>>,
+    rank: HashMap<ThreadRef, usize>,
+    owner: HashMap<ThreadRef, usize>,
+}
+
+impl Dependents {
+    fn new(g: &Graph) -> Dependents {
+        let mut waiters: HashMap<ThreadRef, Vec<ThreadRef>> = HashMap::new();
+        let mut rank: HashMap<ThreadRef, usize> = HashMap::new();
+        for (i, t) in g.order.iter().enumerate() {
+            rank.insert(*t, i);
+            if g.stuck(*t) {
+                for p in g.providers(*t) {
+                    waiters.entry(*p).or_default().push(*t);
                 }
             }
-            if hit.is_some() {
-                break;
+        }
+        Dependents {
+            waiters,
+            rank,
+            owner: HashMap::new(),
+        }
+    }
+
+    /// Attaches the dependents of `findings[from..]` (those of earlier findings are attached
+    /// already).
+    fn attach(&mut self, ctx: &Ctx<'_>, findings: &mut [Finding], from: usize) {
+        let mut queue: VecDeque<ThreadRef> = VecDeque::new();
+        for (i, f) in findings.iter().enumerate().skip(from) {
+            for t in &f.threads {
+                if !self.owner.contains_key(t) {
+                    self.owner.insert(*t, i);
+                    queue.push_back(*t);
+                }
             }
         }
-        if let Some(i) = hit {
+        let mut added: Vec<(usize, ThreadRef)> = Vec::new();
+        while let Some(p) = queue.pop_front() {
+            let i = self.owner.get(&p).copied().unwrap_or(from);
+            for w in self.waiters.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+                if self.owner.contains_key(w) || ctx.explained.contains(w) {
+                    continue;
+                }
+                self.owner.insert(*w, i);
+                queue.push_back(*w);
+                if !ctx.zombie(*w) {
+                    added.push((i, *w));
+                }
+            }
+        }
+        added.sort_by_key(|(_, t)| self.rank.get(t).copied().unwrap_or(usize::MAX));
+        for (i, t) in added {
             findings[i].threads.push(t);
             findings[i].pids.push(t.pid);
         }
@@ -309,7 +342,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn pipe_fill(&self, inode: crate::model::Inode) -> String {
-        match self.idx.snap.pipe(inode) {
+        match self.idx.pipe(inode) {
             Some(p) => format!(
                 "pipe:[{inode}] holds {} bytes (capacity {})",
                 p.buffered.map(|b| b.to_string()).unwrap_or("?".into()),

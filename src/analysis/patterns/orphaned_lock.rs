@@ -8,6 +8,7 @@ use crate::analysis::types::{BlockedOn, Finding};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
+    let open = ctx.open_stuck();
     for sem in &ctx.idx.snap.semaphores {
         let Some(holders) = &sem.holders else {
             continue;
@@ -18,9 +19,9 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         {
             continue;
         }
-        let waiters: Vec<_> = ctx
-            .open_stuck()
-            .into_iter()
+        let waiters: Vec<_> = open
+            .iter()
+            .copied()
             .filter(|t| matches!(ctx.blocked(*t), Some(BlockedOn::Semaphore { key }) if *key == sem.key))
             .collect();
         if waiters.is_empty() {
@@ -29,8 +30,8 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         // The line the user looks at: a waiter in user code, else a stuck user thread of a
         // process that maps the lock (e.g. the Pool's main thread waiting for a result).
         let culprit = waiters.iter().find_map(|w| ctx.code_line(*w)).or_else(|| {
-            ctx.open_stuck()
-                .into_iter()
+            open.iter()
+                .copied()
                 .filter(|t| sem.mapped_by.contains(&t.pid) && !ctx.passive(*t))
                 .find_map(|t| ctx.code_line(t))
         });
