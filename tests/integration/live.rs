@@ -2,7 +2,7 @@
 //! present; mphang must name the exact pattern, the processes, and the culprit line, and stay
 //! quiet on the negative controls. Every fixture's process group is killed and reaped on drop.
 
-use crate::util::{self, line_of, marked_lines, pythons, report_json, start};
+use crate::util::{self, line_of, marked_lines, pythons, report_json};
 use mphang::analysis::{BlockedOn, Severity};
 use mphang::cmd::fixture::Ready;
 use mphang::model::{Decoded, FdKind, Pid, Role, SyscallState};
@@ -27,62 +27,151 @@ struct Case {
     pids: &'static [&'static str],
 }
 
+/// Fixtures whose noise run also happens on the Pythons between the oldest and the newest: one
+/// or more per mechanism (pipe reader, joiner, semaphore, private lock, lock owner, cycle,
+/// GIL, exit, Pool, periodic producer, slow consumer).
+const NOISE_SUBSET: &[&str] = &[
+    "join_before_drain",
+    "undrained_queue_main_exit",
+    "fork_inherited_threading_lock",
+    "fork_inherited_rlock",
+    "orphaned_lock",
+    "peer_exited_bounded",
+    "ipc_cycle",
+    "lock_order_cycle_threads",
+    "gil_held_while_blocked",
+    "pool_worker_died",
+    "neg_periodic_producer",
+    "neg_slow_consumer",
+];
+
+/// What must be the same with and without noise: the id, the processes of the chain (in
+/// order) and of the finding, named by the ready file (unnamed ones by role), the culprit
+/// line, and the exit code.
+#[derive(Debug, PartialEq, Eq)]
+struct Signature {
+    pattern: String,
+    chain: Vec<String>,
+    pids: Vec<String>,
+    culprit: Option<i32>,
+    code: i32,
+}
+
+/// The ready-file name of `pid`, else its role.
+fn pid_name(ready: &Ready, r: &Report, pid: Pid) -> String {
+    ready
+        .pids
+        .iter()
+        .find(|(n, v)| !n.ends_with("_tid") && v.as_i64() == Some(i64::from(pid.0)))
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| match r.snapshot.process(pid) {
+            Some(p) => format!("{:?}", p.role),
+            None => "gone".into(),
+        })
+}
+
+fn signature(ready: &Ready, r: &Report, code: i32) -> Signature {
+    let f = &r.findings[0];
+    let mut pids: Vec<String> = f.pids.iter().map(|p| pid_name(ready, r, *p)).collect();
+    pids.sort();
+    pids.dedup();
+    Signature {
+        pattern: f.pattern.clone(),
+        chain: f
+            .chain
+            .iter()
+            .map(|l| pid_name(ready, r, l.thread.pid))
+            .collect(),
+        pids,
+        culprit: f.culprit.as_ref().map(|c| c.line),
+        code,
+    }
+}
+
+/// Runs each case on every Python, and again with noise where [`util::noise_on`] says: the
+/// noise run must give the same [`Signature`] and name no noise process.
 fn check_case(case: &Case) {
-    for (ver, py) in pythons() {
-        let fx = start(&py, case.fixture);
-        let (code, report) = report_json(fx.root(), &[]);
-        let ctx = format!("{} on {ver}", case.fixture);
-        let patterns: Vec<&str> = report.findings.iter().map(|f| f.pattern.as_str()).collect();
-        assert_eq!(patterns, vec![case.pattern], "{ctx}: findings {patterns:?}");
-        let f = &report.findings[0];
-        let expected_code = if f.severity == Severity::Hang { 1 } else { 0 };
-        assert_eq!(code, expected_code, "{ctx}: exit code");
-        for name in case.pids {
-            let pid = fx
-                .ready
-                .pid(name)
-                .unwrap_or_else(|| panic!("{ctx}: no pid {name}"));
-            assert!(
-                f.pids.contains(&Pid(pid)),
-                "{ctx}: {name}={pid} not in finding pids {:?}",
-                f.pids
+    let all = pythons();
+    for (ver, py) in &all {
+        let plain = run_case(case, ver, py, &[]);
+        if util::noise_on(ver, &all, case.fixture, NOISE_SUBSET) {
+            let noisy = run_case(case, &format!("{ver} with noise"), py, util::NOISE);
+            assert_eq!(
+                noisy, plain,
+                "{} on {ver}: noise changed the verdict",
+                case.fixture
             );
         }
-        match case.culprit {
-            Culprit::None => assert!(
-                f.culprit.is_none(),
-                "{ctx}: unexpected culprit {:?}",
-                f.culprit
-            ),
-            Culprit::Mark(m) | Culprit::Text(m) => {
-                let want = match case.culprit {
-                    Culprit::Mark(_) => marked_lines(case.fixture, m)[0],
-                    _ => line_of(case.fixture, m),
-                };
-                let c = f
-                    .culprit
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{ctx}: no culprit"));
-                assert!(
-                    c.file.ends_with(&format!("{}.py", case.fixture)),
-                    "{ctx}: culprit file {}",
-                    c.file
-                );
-                assert_eq!(c.line, want, "{ctx}: culprit line");
-            }
-        }
-        assert!(
-            !f.chain.is_empty() && !f.fix.is_empty() && !f.evidence.is_empty(),
-            "{ctx}: chain, fix and evidence"
-        );
-        assert_eq!(f.doc, format!("docs/patterns/{}.md", case.pattern));
-        assert!(
-            util::repo().join(&f.doc).exists(),
-            "{ctx}: {} missing",
-            f.doc
-        );
-        extra_checks(case.fixture, &fx.ready, &report, &ctx);
     }
+}
+
+fn run_case(case: &Case, ver: &str, py: &std::path::Path, env: &[(&str, &str)]) -> Signature {
+    let fx = util::start_with(py, case.fixture, env);
+    let (code, report) = report_json(fx.root(), &[]);
+    let ctx = format!("{} on {ver}", case.fixture);
+    let patterns: Vec<&str> = report.findings.iter().map(|f| f.pattern.as_str()).collect();
+    assert_eq!(patterns, vec![case.pattern], "{ctx}: findings {patterns:?}");
+    let f = &report.findings[0];
+    let expected_code = if f.severity == Severity::Hang { 1 } else { 0 };
+    assert_eq!(code, expected_code, "{ctx}: exit code");
+    for name in case.pids {
+        let pid = fx
+            .ready
+            .pid(name)
+            .unwrap_or_else(|| panic!("{ctx}: no pid {name}"));
+        assert!(
+            f.pids.contains(&Pid(pid)),
+            "{ctx}: {name}={pid} not in finding pids {:?}",
+            f.pids
+        );
+    }
+    match case.culprit {
+        Culprit::None => assert!(
+            f.culprit.is_none(),
+            "{ctx}: unexpected culprit {:?}",
+            f.culprit
+        ),
+        Culprit::Mark(m) | Culprit::Text(m) => {
+            let want = match case.culprit {
+                Culprit::Mark(_) => marked_lines(case.fixture, m)[0],
+                _ => line_of(case.fixture, m),
+            };
+            let c = f
+                .culprit
+                .as_ref()
+                .unwrap_or_else(|| panic!("{ctx}: no culprit"));
+            assert!(
+                c.file.ends_with(&format!("{}.py", case.fixture)),
+                "{ctx}: culprit file {}",
+                c.file
+            );
+            assert_eq!(c.line, want, "{ctx}: culprit line");
+        }
+    }
+    assert!(
+        !f.chain.is_empty() && !f.fix.is_empty() && !f.evidence.is_empty(),
+        "{ctx}: chain, fix and evidence"
+    );
+    assert_eq!(f.doc, format!("docs/patterns/{}.md", case.pattern));
+    assert!(
+        util::repo().join(&f.doc).exists(),
+        "{ctx}: {} missing",
+        f.doc
+    );
+    extra_checks(case.fixture, &fx.ready, &report, &ctx);
+    for (name, _) in fx
+        .ready
+        .pids
+        .iter()
+        .filter(|(n, _)| n.starts_with("noise_"))
+    {
+        let pid = Pid(fx.ready.pid(name).unwrap_or(0));
+        assert!(
+            !report.findings.iter().any(|f| f.pids.contains(&pid)),
+            "{ctx}: noise process {name} in a finding"
+        );
+    }
+    signature(&fx.ready, &report, code)
 }
 
 /// Pattern-specific evidence beyond the id.
@@ -423,8 +512,30 @@ hang_case!(
 
 /// Negative controls and foundation fixtures: no finding, exit 0, plus structural checks.
 fn check_quiet(fixture: &str, extra: fn(&Ready, &Report, &str)) {
-    for (ver, py) in pythons() {
-        let fx = start(&py, fixture);
+    let all = pythons();
+    for (ver, py) in &all {
+        run_quiet(fixture, ver, py, &[], extra);
+        if util::noise_on(ver, &all, fixture, NOISE_SUBSET) {
+            run_quiet(
+                fixture,
+                &format!("{ver} with noise"),
+                py,
+                util::NOISE,
+                extra,
+            );
+        }
+    }
+}
+
+fn run_quiet(
+    fixture: &str,
+    ver: &str,
+    py: &std::path::Path,
+    env: &[(&str, &str)],
+    extra: fn(&Ready, &Report, &str),
+) {
+    {
+        let fx = util::start_with(py, fixture, env);
         let (code, report) = report_json(fx.root(), &[]);
         let ctx = format!("{fixture} on {ver}");
         let found: Vec<String> = report

@@ -84,9 +84,34 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// Starts a fixture and waits until it is hung (or ready, for negative controls).
 pub fn start(python: &Path, name: &str) -> Fixture {
-    match Fixture::start(python, &fixture_path(name), Duration::from_secs(60)) {
+    start_with(python, name, &[])
+}
+
+/// [`start`] with extra environment variables (e.g. [`NOISE`]).
+pub fn start_with(python: &Path, name: &str, env: &[(&str, &str)]) -> Fixture {
+    match Fixture::start_with_env(python, &fixture_path(name), Duration::from_secs(60), env) {
         Ok(f) => f,
         Err(e) => panic!("fixture {name} with {}: {e}", python.display()),
+    }
+}
+
+/// The environment that makes every fixture process carry noise threads and processes
+/// (`fixtures/_fixture.py`, `start_noise`).
+pub const NOISE: &[(&str, &str)] = &[("MPHANG_NOISE", "1")];
+
+/// Whether the noise run of `fixture` happens on Python `ver`, given every Python `all` under
+/// test (oldest first). Default: the oldest and the newest Python for every fixture, and the
+/// fixtures in `subset` on the others. `MPHANG_TEST_NOISE=all` runs noise everywhere, `off`
+/// nowhere.
+pub fn noise_on(ver: &str, all: &[(String, PathBuf)], fixture: &str, subset: &[&str]) -> bool {
+    match std::env::var("MPHANG_TEST_NOISE").as_deref() {
+        Ok("off") => false,
+        Ok("all") => true,
+        _ => {
+            let edge = all.first().is_some_and(|(v, _)| v == ver)
+                || all.last().is_some_and(|(v, _)| v == ver);
+            edge || subset.contains(&fixture)
+        }
     }
 }
 
