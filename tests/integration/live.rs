@@ -363,6 +363,13 @@ hang_case!(
     ["parent", "child"]
 );
 hang_case!(
+    join_before_drain_sibling,
+    "join_before_drain_sibling",
+    "join_before_drain",
+    Culprit::Mark("CULPRIT"),
+    ["parent", "child", "sibling"]
+);
+hang_case!(
     undrained_queue_at_exit,
     "undrained_queue_at_exit",
     "undrained_queue_at_exit",
@@ -438,6 +445,20 @@ hang_case!(
     "peer_exited",
     Culprit::Mark("CULPRIT"),
     ["parent"]
+);
+hang_case!(
+    peer_exited_joined,
+    "peer_exited_joined",
+    "peer_exited",
+    Culprit::Mark("CULPRIT"),
+    ["producer", "parent"]
+);
+hang_case!(
+    orphaned_lock_manager,
+    "orphaned_lock_manager",
+    "orphaned_lock",
+    Culprit::Mark("CULPRIT"),
+    ["waiter", "manager"]
 );
 hang_case!(
     no_live_writer,
