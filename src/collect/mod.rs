@@ -816,9 +816,10 @@ fn tid_space(p: &ProcessSnap) -> (Vec<i32>, HashMap<i32, i32>) {
     }
 }
 
-/// Mutex owners read from target memory are TIDs of the target's PID namespace. For processes
-/// in another namespace, map them to mphang's TIDs through the `NSpid` lines of the tree's
-/// threads (an owner not found in the tree keeps its namespace value).
+/// Mutex owners read from target memory, and the child a wait4/waitid names, are ids of the
+/// target's PID namespace. For processes in another namespace, map them to mphang's TIDs
+/// through the `NSpid` lines of the tree's threads (an id not found in the tree keeps its
+/// namespace value).
 fn translate_ns_owners(procs: &mut [Raw]) {
     if procs.iter().all(|r| r.snap.ns_pid.is_none()) {
         return;
@@ -830,12 +831,21 @@ fn translate_ns_owners(procs: &mut [Raw]) {
     for r in procs.iter_mut().filter(|r| r.snap.ns_pid.is_some()) {
         for t in &mut r.snap.threads {
             if let SyscallState::Blocked(s) = &mut t.syscall {
-                if let crate::model::Decoded::Futex(f) = &mut s.decoded {
-                    if let Some(w) = &mut f.word {
-                        if let Some(host) = map.get(&w.owner_tid) {
-                            w.owner_tid = host.0;
+                match &mut s.decoded {
+                    crate::model::Decoded::Futex(f) => {
+                        if let Some(w) = &mut f.word {
+                            if let Some(host) = map.get(&w.owner_tid) {
+                                w.owner_tid = host.0;
+                            }
                         }
                     }
+                    // wait4/waitid name the child by its pid in the waiter's namespace.
+                    crate::model::Decoded::WaitChild { pid: Some(c) } => {
+                        if let Some(host) = map.get(&c.0) {
+                            *c = Pid(host.0);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

@@ -7,3 +7,4 @@ mod replay;
 mod run;
 mod tui;
 mod util;
+mod verdicts;
