@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Record replay snapshots: run fixtures, wait until hung, save `mphang report --save`.
 
-Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] FIXTURE...
-Writes fixtures/snapshots/<fixture>.json. Paths under the repository are rewritten to
+Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] [--env K=V]... [--as NAME]
+       FIXTURE...
+Writes fixtures/snapshots/<fixture>.json (or <NAME>.json with --as, for one fixture); --env sets
+variables for the fixture (e.g. MPHANG_NOISE=1). Paths under the repository are rewritten to
 /src/... so that rendering never reads the files (the output is the same on every machine).
 """
 import argparse, contextlib, json, os, signal, subprocess, sys, time
@@ -63,11 +65,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/debug/mphang"))
+    ap.add_argument("--env", action="append", default=[], help="K=V for the fixture")
+    ap.add_argument("--as", dest="as_name", help="snapshot name (one fixture only)")
     ap.add_argument("fixtures", nargs="+")
     a = ap.parse_args()
+    for kv in a.env:
+        k, v = kv.split("=", 1)
+        os.environ[k] = v
     for name in a.fixtures:
         with hung(a.python, name) as pid:
-            out = os.path.join(ROOT, "fixtures", "snapshots", name + ".json")
+            out = os.path.join(ROOT, "fixtures", "snapshots", (a.as_name or name) + ".json")
             subprocess.run([a.mphang, "report", str(pid), "--save", out, "--json"],
                            stdout=subprocess.DEVNULL, check=False)
             text = open(out).read().replace(ROOT + "/", "/src/")

@@ -567,7 +567,8 @@ fn run_quiet(
         assert!(found.is_empty(), "{ctx}: must stay quiet, found {found:#?}");
         assert_eq!(code, 0, "{ctx}: exit code");
         for (name, v) in &fx.ready.pids {
-            if let Some(p) = v.as_i64().filter(|_| !name.ends_with("_tid")) {
+            let named_in_tree = !name.ends_with("_tid") && !name.starts_with("outside_");
+            if let Some(p) = v.as_i64().filter(|_| named_in_tree) {
                 assert!(
                     report.snapshot.process(Pid(p as i32)).is_some(),
                     "{ctx}: {name}={p} missing from the tree"
@@ -597,6 +598,22 @@ quiet_case!(neg_sleep, "neg_sleep");
 quiet_case!(neg_slow_consumer, "neg_slow_consumer");
 quiet_case!(neg_periodic_producer, "neg_periodic_producer");
 quiet_case!(neg_fork_logging, "neg_fork_logging");
+quiet_case!(neg_external_writer, "neg_external_writer", |r, rep, ctx| {
+    // The writer is outside the tree; the lookup found it.
+    let writer = Pid(r.pid("outside_writer").unwrap_or(0));
+    assert!(
+        rep.snapshot.process(writer).is_none(),
+        "{ctx}: writer outside"
+    );
+    assert!(
+        rep.snapshot
+            .pipes
+            .iter()
+            .filter_map(|p| p.outside.as_ref())
+            .any(|o| o.iter().any(|h| h.pid == writer)),
+        "{ctx}: writer found outside the tree"
+    );
+});
 quiet_case!(pool_idle, "pool_idle", |r, rep, ctx| {
     for w in ["worker0", "worker1", "worker2", "worker3"] {
         let p = rep

@@ -132,6 +132,10 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
     }
     findings.extend(generic::detect(&ctx));
     for f in &mut findings {
+        // Threads that can progress (periodic ones, a running thread of a process a detector
+        // took whole) are not part of the hang, unless the chain names them.
+        let chain: Vec<ThreadRef> = f.chain.iter().map(|l| l.thread).collect();
+        f.threads.retain(|t| g.stuck(*t) || chain.contains(t));
         f.pids.sort();
         f.pids.dedup();
         f.user_lines = f.threads.iter().filter_map(|t| ctx.code_line(*t)).collect();
