@@ -37,8 +37,8 @@ def main():
                 try:
                     rep = json.loads(out.stdout)
                 except ValueError:
-                    print("%s #%d: no JSON (exit %d): %s" % (name, i, out.returncode, out.stderr.strip()))
-                    continue
+                    sys.exit("%s #%d: no report (exit %d): %s; the program died?"
+                             % (name, i, out.returncode, out.stderr.strip()))
                 hangs = [f["pattern"] for f in rep["findings"] if f["severity"] == "hang"]
                 for f in rep["findings"]:
                     if f["severity"] != "hang":

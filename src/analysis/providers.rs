@@ -6,10 +6,10 @@
 //! the process for a private lock. Then only plausible ones are kept:
 //!
 //! - never a zombie or an exited thread;
-//! - for a pipe, socket or semaphore: never a thread already inside the interpreter's exit
-//!   (`_exit_function`, `threading._shutdown`, a feeder join), never a thread that itself waits
-//!   for the waiter's process to exit, and never a Queue feeder or Pool task handler as the
-//!   reader of a pipe (they only write);
+//! - for a pipe, socket or semaphore: never a thread that itself waits for the waiter's process
+//!   to exit; as a reader or a releaser, never a thread already inside the interpreter's exit
+//!   (`_exit_function`, `threading._shutdown`, a feeder join: its process's exit still gives
+//!   readers EOF), nor a Queue feeder or Pool task handler (they only write);
 //! - a periodic thread (`progress`) only with positive evidence: its poll set holds an fd of
 //!   that pipe or socket, its stack is inside a receive (or send) call, it is the lock's known
 //!   holder. Otherwise it is left out and the exclusion recorded, so that a finding can say
@@ -61,6 +61,14 @@ impl Kind<'_> {
         matches!(
             self,
             Kind::Pipe { .. } | Kind::Socket { .. } | Kind::Sem { .. }
+        )
+    }
+
+    /// The waiter needs someone to read (it writes) or to release a lock.
+    fn needs_reader_or_release(self) -> bool {
+        matches!(
+            self,
+            Kind::Pipe { reader: true, .. } | Kind::Socket { reader: true, .. } | Kind::Sem { .. }
         )
     }
 
@@ -192,7 +200,12 @@ fn filter(
             out.push(c);
             continue;
         }
-        if kind.ipc() && (at_exit(cx, c) || waits_on_process(cx, c, me.pid)) {
+        if kind.ipc() && waits_on_process(cx, c, me.pid) {
+            continue;
+        }
+        // A thread in the interpreter's exit reads and releases nothing; its process's exit
+        // still provides EOF to readers of its pipes and sockets.
+        if kind.needs_reader_or_release() && at_exit(cx, c) {
             continue;
         }
         if matches!(kind, Kind::Pipe { reader: true, .. }) && writer_only(cx, c) {
