@@ -30,7 +30,9 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let holder_wait = ctx.link(h).waits_on;
         let mut chain: Vec<_> = waiters
             .iter()
-            .take(3)
+            // One waiter stands for all (each of them, periodic threads included, is stuck
+            // behind the same holder; the evidence lists them).
+            .take(1)
             .map(|w| ctx.link_with(*w, format!("waits for the GIL, held by thread {}", h.tid)))
             .collect();
         chain.push(ctx.link_with(h, format!("holds the GIL while blocked in {holder_wait}")));
@@ -46,7 +48,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 waiters.len(),
                 waiters
                     .iter()
-                    .map(|w| w.tid.to_string())
+                    .map(|w| format!("{} ({})", w.tid, ctx.name(*w)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
