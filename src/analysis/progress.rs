@@ -256,9 +256,13 @@ fn timed(t: &ThreadSnap, b: &BlockedOn) -> Motion {
     let mut left_ms = None;
     for (i, l) in t.later.iter().enumerate() {
         match (l.syscall, l.timed) {
-            // Caught between two waits of its loop: a wake, if it comes back or is still at the
-            // same line (the line check above holds for every look that read the stack).
-            (None, _) if i + 1 < t.later.len() || l.py_top.is_some() => woke += 1,
+            // Caught between two waits of its loop: a wake, as it came back to the same wait
+            // (the line check above holds for every look that read the stack).
+            (None, _) if i + 1 < t.later.len() => woke += 1,
+            // Running at the last look: back to the same wait, or off to do something else?
+            // Not known yet: only an earlier wake makes it periodic; else one more look
+            // settles it (left: 0 ms).
+            (None, _) if l.py_top.is_some() => left_ms = Some(0),
             (None, _) => return Motion::Moved(format!("was running within {} ms", l.after_ms)),
             // A look recorded before looks said whether a call is timed: the same call is.
             (Some(c), None) if l.switches.is_none() && same_call(first_call(t), Some(c)) => {}
@@ -267,7 +271,8 @@ fn timed(t: &ThreadSnap, b: &BlockedOn) -> Motion {
             }
             (Some(_), Some(w)) => left_ms = w.left_ms,
         }
-        if let (Some(a), Some(b)) = (prev_sw, l.switches) {
+        // Woke and came back: the count grew and this look is in the same timed wait again.
+        if let (Some(a), Some(b), Some(_)) = (prev_sw, l.switches, l.timed) {
             woke += b.saturating_sub(a);
         }
         prev_sw = l.switches.or(prev_sw);
@@ -454,6 +459,20 @@ mod tests {
         t.later[1].switches = Some(8);
         match judge(&process(), &t, &sleep, true, &HashSet::new()) {
             Motion::Periodic(p) => assert!(p.confirmed.is_some()),
+            m => panic!("{m:?}"),
+        }
+        // Running at the last look (count grown): not yet known to come back.
+        let mut u = t.clone();
+        u.later[1].switches = Some(8);
+        u.later[1].syscall = None;
+        u.later[1].timed = None;
+        u.later[1].state = 'R';
+        u.later[1].py_top = Some("app.py:40 heartbeat".into());
+        match judge(&process(), &u, &sleep, true, &HashSet::new()) {
+            Motion::Periodic(p) => {
+                assert!(p.confirmed.is_none());
+                assert_eq!(p.left_ms, Some(0));
+            }
             m => panic!("{m:?}"),
         }
         // Leaving the timed wait for an untimed one is movement.
