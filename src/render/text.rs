@@ -69,10 +69,11 @@ pub fn render(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std::
         nthreads,
         s.looks,
         if s.looks == 1 { "" } else { "s" },
-        if s.looks > 1 {
-            format!(" {} ms apart", s.interval_ms)
-        } else {
-            String::new()
+        match s.processes.iter().flat_map(|p| &p.threads).find_map(|t| t.later.last()) {
+            // More looks than asked for: the verdict waited for a timed waiter to wake.
+            Some(l) if s.looks > 2 => format!(" over {} ms", l.after_ms),
+            _ if s.looks > 1 => format!(" {} ms apart", s.interval_ms),
+            _ => String::new(),
         },
         s.collect_ms
     )?;
