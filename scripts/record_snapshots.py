@@ -2,9 +2,10 @@
 """Record replay snapshots: run fixtures, wait until hung, save `mphang report --save`.
 
 Usage: scripts/record_snapshots.py [--python PATH] [--mphang PATH] [--start-method M]
-                                   [--suffix S] FIXTURE...
-Writes fixtures/snapshots/<fixture><S>.json (e.g. --suffix _forkserver). The start method
-(MPHANG_START_METHOD) defaults to the Python's own. Paths under the repository are
+                                   [--suffix S] [--env K=V]... [--as NAME] FIXTURE...
+Writes fixtures/snapshots/<fixture><S>.json (e.g. --suffix _forkserver; or <NAME>.json with
+--as, for one fixture). The start method (MPHANG_START_METHOD) defaults to the Python's own;
+--env sets variables for the fixture (e.g. MPHANG_NOISE=1). Paths under the repository are
 rewritten to /src/... so that rendering never reads the files (the output is the same on
 every machine).
 """
@@ -37,15 +38,17 @@ def gone(pid):
 
 
 @contextlib.contextmanager
-def hung(python, fixture, method=None):
+def hung(python, fixture, method=None, env=()):
     """Starts fixtures/<fixture>.py in its own session, waits until its ready file's
     expectations hold, yields its pid, and kills its process group afterwards."""
     ready = "/tmp/mphang-record-%s.json" % fixture
     if os.path.exists(ready):
         os.unlink(ready)
+    extra = dict(kv.split("=", 1) for kv in env)
+    if method:
+        extra["MPHANG_START_METHOD"] = method
     p = subprocess.Popen([python, os.path.join(ROOT, "fixtures", fixture + ".py")],
-                         env=dict(os.environ, MPHANG_READY=ready,
-                                  **({"MPHANG_START_METHOD": method} if method else {})),
+                         env=dict(os.environ, MPHANG_READY=ready, **extra),
                          start_new_session=True,
                          stdout=subprocess.DEVNULL)
     try:
@@ -70,11 +73,16 @@ def main():
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/debug/mphang"))
     ap.add_argument("--start-method", default=None)
     ap.add_argument("--suffix", default="")
+    ap.add_argument("--env", action="append", default=[], help="K=V for the fixture")
+    ap.add_argument("--as", dest="as_name", help="snapshot name (one fixture only)")
     ap.add_argument("fixtures", nargs="+")
     a = ap.parse_args()
+    for kv in a.env:
+        k, v = kv.split("=", 1)
+        os.environ[k] = v
     for name in a.fixtures:
-        with hung(a.python, name, a.start_method) as pid:
-            out = os.path.join(ROOT, "fixtures", "snapshots", name + a.suffix + ".json")
+        with hung(a.python, name, a.start_method, a.env) as pid:
+            out = os.path.join(ROOT, "fixtures", "snapshots", (a.as_name or name + a.suffix) + ".json")
             subprocess.run([a.mphang, "report", str(pid), "--save", out, "--json"],
                            stdout=subprocess.DEVNULL, check=False)
             text = open(out).read().replace(ROOT + "/", "/src/")

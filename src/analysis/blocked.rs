@@ -1,7 +1,7 @@
 //! Blocked-on: what each thread waits for, from its decoded syscall, fds and memory; and which
-//! threads are known idle services (housekeeping loops, idle workers) rather than user work.
+//! threads are known idle services (periodic library loops, idle workers, Manager threads
+//! waiting for requests) rather than user work.
 
-use super::index::Index;
 use super::types::BlockedOn;
 use crate::model::{Decoded, FdKind, FutexRegion, ProcessSnap, Role, SyscallState, ThreadSnap};
 
@@ -222,40 +222,54 @@ fn any_of(p: &ProcessSnap, fds: &[i32]) -> BlockedOn {
     }
 }
 
-/// A recognised periodic loop that wakes up but provides nothing: never counted as progress.
-pub fn is_housekeeping(t: &ThreadSnap) -> bool {
-    let Some(py) = &t.py else { return false };
-    py.has_frame("multiprocessing/managers.py", "serve_forever")
-        || py.has_frame("multiprocessing/pool.py", "_handle_workers")
-}
-
 /// An idle service thread or process: waits for work and is never the subject of a finding
-/// (it still appears in chains).
-pub fn is_passive(idx: &Index<'_>, p: &ProcessSnap, t: &ThreadSnap, b: &BlockedOn) -> bool {
+/// (it still appears in chains). A Manager server thread is idle only while it waits for a
+/// request, not while it runs one (e.g. blocked acquiring a lock for a client).
+pub fn is_passive(p: &ProcessSnap, t: &ThreadSnap, b: &BlockedOn) -> bool {
+    if t.state == 'Z' {
+        return true;
+    }
+    if p.role == Role::ManagerServer {
+        return !in_manager_request(t);
+    }
     if matches!(
         p.role,
-        Role::ResourceTracker | Role::Forkserver | Role::ManagerServer | Role::NonPython
-    ) || t.state == 'Z'
-    {
+        Role::ResourceTracker | Role::Forkserver | Role::NonPython
+    ) {
         return true;
     }
     if matches!(b, BlockedOn::Accept { .. }) {
         return true;
     }
-    let _ = idx;
     let Some(py) = &t.py else { return false };
-    let idle_feeder = py.has_frame("multiprocessing/queues.py", "_feed")
-        && py
-            .frames
+    let own = py.own_frames();
+    let has = |file: &str, func: &str| own.iter().any(|f| f.is(file, func));
+    let idle_feeder = has("multiprocessing/queues.py", "_feed")
+        && own
             .first()
             .is_some_and(|f| f.file.ends_with("threading.py"));
     idle_feeder
-        || is_housekeeping(t)
-        || py.has_frame("multiprocessing/pool.py", "_handle_tasks")
-        || py.has_frame("multiprocessing/pool.py", "_handle_results")
-        || (p.role == Role::PoolWorker && py.has_frame("multiprocessing/pool.py", "worker") && {
+        || super::progress::known_loop(py).is_some()
+        || has("multiprocessing/pool.py", "_handle_tasks")
+        || has("multiprocessing/pool.py", "_handle_results")
+        || (p.role == Role::PoolWorker && has("multiprocessing/pool.py", "worker") && {
             // an idle worker waits for a task inside `get` (inqueue read or its _rlock)
-            py.frames.iter().any(|f| f.named("get"))
-                || py.frames.iter().any(|f| f.function.contains("recv"))
+            own.iter().any(|f| f.named("get")) || own.iter().any(|f| f.function.contains("recv"))
         })
+}
+
+/// A Manager server thread inside a client's request: in `serve_client`, but not waiting for
+/// the next request in `recv`.
+pub fn in_manager_request(t: &ThreadSnap) -> bool {
+    let Some(py) = &t.py else { return false };
+    let own = py.own_frames();
+    let Some(i) = own
+        .iter()
+        .position(|f| f.is("multiprocessing/managers.py", "serve_client"))
+    else {
+        return false;
+    };
+    !own[..i]
+        .iter()
+        .any(|f| f.file.ends_with("multiprocessing/connection.py"))
 }

@@ -95,8 +95,32 @@ fn holders_text(idx: &Index<'_>, g: &Graph, me: ThreadRef, hs: &[&Holder]) -> St
     format!("held by {}", parts.join("; "))
 }
 
+/// The holders of a pipe's other end; none in the tree means outside it (named when the
+/// machine-wide lookup found them).
+fn pipe_holders_text(
+    idx: &Index<'_>,
+    g: &Graph,
+    me: ThreadRef,
+    inode: crate::model::Inode,
+    hs: &[&Holder],
+) -> String {
+    if !hs.is_empty() {
+        return holders_text(idx, g, me, hs);
+    }
+    match idx.pipe(inode).and_then(|p| p.outside.as_ref()) {
+        Some(v) if !v.is_empty() => format!(
+            "held outside the tree by {}",
+            v.iter()
+                .map(|h| format!("{} ({}, fd {})", h.pid, h.comm, h.fd))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "held outside the tree (holder unknown)".into(),
+    }
+}
+
 fn pipe_fill(idx: &Index<'_>, inode: crate::model::Inode) -> String {
-    match idx.snap.pipe(inode) {
+    match idx.pipe(inode) {
         Some(p) => match (p.buffered, p.capacity) {
             (Some(b), Some(c)) => format!("{b} B buffered of {} KiB", c / 1024),
             (Some(b), None) => format!("{b} B buffered"),
@@ -125,7 +149,7 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             format!(
                 "write {pending} B to pipe:[{inode}] ({}, full); read end {}",
                 pipe_fill(idx, *inode),
-                holders_text(idx, g, me, &hs)
+                pipe_holders_text(idx, g, me, *inode, &hs)
             )
         }
         BlockedOn::PipeRead { inode } => {
@@ -133,7 +157,7 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             format!(
                 "read from pipe:[{inode}] ({}); write end {}",
                 pipe_fill(idx, *inode),
-                holders_text(idx, g, me, &hs)
+                pipe_holders_text(idx, g, me, *inode, &hs)
             )
         }
         BlockedOn::SocketRead { inode, peer } | BlockedOn::SocketWrite { inode, peer } => {
@@ -171,7 +195,7 @@ pub fn line(idx: &Index<'_>, g: &Graph, me: ThreadRef) -> String {
             super::tcp::line(idx, g, me, b).unwrap_or_else(|| short(b))
         }
         BlockedOn::Semaphore { key } => {
-            let sem = idx.snap.semaphore(key);
+            let sem = idx.semaphore(key);
             let state = sem
                 .map(|s| {
                     format!(

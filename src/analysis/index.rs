@@ -2,7 +2,10 @@
 //! which forkserver child a sentinel pipe stands for.
 
 use super::types::BlockedOn;
-use crate::model::{FdKind, Inode, Pid, ProcessSnap, SemKey, Snapshot, ThreadRef, ThreadSnap};
+use crate::model::{
+    FdKind, Inode, Pid, PipeSnap, ProcessSnap, SemKey, SemaphoreSnap, Snapshot, ThreadRef,
+    ThreadSnap,
+};
 use std::collections::HashMap;
 
 /// One process's fd on a pipe or socket.
@@ -38,6 +41,8 @@ pub struct Index<'a> {
     sentinels: HashMap<Inode, Pid>,
     /// A connecting unix socket -> the listener in whose accept queue its connection waits.
     pending_on: HashMap<Inode, Inode>,
+    pipes: HashMap<Inode, &'a PipeSnap>,
+    sems: HashMap<&'a SemKey, &'a SemaphoreSnap>,
 }
 
 impl<'a> Index<'a> {
@@ -52,6 +57,8 @@ impl<'a> Index<'a> {
             tcp: super::tcp::TcpIndex::new(snap),
             sentinels: HashMap::new(),
             pending_on: HashMap::new(),
+            pipes: snap.pipes.iter().map(|p| (p.inode, p)).collect(),
+            sems: snap.semaphores.iter().map(|s| (&s.key, s)).collect(),
         };
         for p in &snap.processes {
             idx.procs.insert(p.pid, p);
@@ -94,6 +101,14 @@ impl<'a> Index<'a> {
             }
         }
         idx
+    }
+
+    pub fn pipe(&self, inode: Inode) -> Option<&'a PipeSnap> {
+        self.pipes.get(&inode).copied()
+    }
+
+    pub fn semaphore(&self, key: &SemKey) -> Option<&'a SemaphoreSnap> {
+        self.sems.get(key).copied()
     }
 
     pub fn process(&self, pid: Pid) -> Option<&'a ProcessSnap> {

@@ -11,6 +11,8 @@ pub mod describe;
 pub mod graph;
 pub mod index;
 pub mod patterns;
+pub mod progress;
+pub mod providers;
 pub mod rollcall;
 pub mod tcp;
 mod types;
@@ -59,6 +61,14 @@ pub fn analyze(snap: &Snapshot) -> Analysis {
         roll_call,
         unknown,
     }
+}
+
+/// Timed waiters not seen to wake yet on which the verdict depends (excluding them as
+/// periodic would leave more threads stuck), with the time left in their wait when known.
+/// Looking again until they wake (or their wait is long) settles the verdict.
+pub fn undecided(snap: &Snapshot) -> Vec<(crate::model::ThreadRef, Option<u64>)> {
+    let idx = index::Index::new(snap);
+    graph::build(&idx).undecided
 }
 
 /// The merged stack of a thread that has native frames (empty otherwise).

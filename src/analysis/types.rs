@@ -95,8 +95,10 @@ pub struct ThreadVerdict {
     /// interpreter's eval loop), innermost first; present when native stacks were sampled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<crate::model::merge::MergedFrame>,
-    /// A recognised periodic housekeeping loop (Pool handler, Manager serve_forever, idle
-    /// feeder): never counted as progress.
+    /// A periodic thread: seen to wake and go back to the same timed wait at the same line, or
+    /// a known library timer or monitor loop (threading.Timer, tqdm's monitor, a Manager's
+    /// serve_forever, a Pool's worker handler). It can progress, but is never progress for
+    /// others, and provides only with positive evidence.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub housekeeping: bool,
 }
@@ -157,12 +159,27 @@ pub struct Finding {
     pub evidence: Vec<String>,
     /// `docs/patterns/<id>.md`.
     pub doc: String,
+    /// Periodic threads the verdict assumes will not provide what a thread of the finding waits
+    /// for (each is also one line of `evidence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumed: Vec<Assumption>,
+}
+
+/// A periodic thread left out of the providers of a finding's threads: seen to wake and go back
+/// to the same timed wait at the same line, or a known library timer, with no sign that it
+/// uses what they wait for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Assumption {
+    pub thread: ThreadRef,
+    /// Its name and where it waits: `heartbeat, sleeping at app.py:40`.
+    pub periodic: String,
+    /// What it is assumed not to do: `read pipe:[6692]`, `end process 3736`.
+    pub will_not: Vec<String>,
 }
 
 /// A wait whose other side is on a host that sent no report (merged snapshots): "unknown",
 /// never the basis of a verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UnknownEdge {
     pub thread: ThreadRef,
     /// What it waits on (`recv tcp 10.0.0.1:41234 -> 10.0.0.3:29500`).
@@ -175,7 +192,6 @@ pub struct UnknownEdge {
 /// threads), largest group first: "3 of 4 ranks wait together at train.py:88; rank 1 (host b)
 /// is elsewhere, at data.py:40".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RollCall {
     /// How many ranks were found.
     pub ranks: usize,
@@ -184,7 +200,6 @@ pub struct RollCall {
 
 /// Ranks at one place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RollGroup {
     /// `train.py:88 in wait_for_key`, or what the main thread does when no user frame is known.
     pub at: String,
@@ -195,7 +210,6 @@ pub struct RollGroup {
 
 /// One rank: its process, rank number (from the environment) and host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RankRef {
     pub pid: Pid,
     pub rank: Option<u32>,

@@ -3,7 +3,7 @@
 
 use super::fixture::Fixture;
 use crate::cli::DemoArgs;
-use crate::collect::{self, CollectOptions};
+use crate::collect::CollectOptions;
 use crate::error::{Error, Result};
 use crate::model::Pid;
 use crate::render::Report;
@@ -52,7 +52,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
                 fx.root()
             ));
         }
-        let snap = collect::collect(Pid(fx.root()), &CollectOptions::default())?;
+        let snap = super::collect_settled(Pid(fx.root()), &CollectOptions::default())?;
         let report = Report::analyze(snap);
         super::report::emit(&report, args.json)?;
         drop(fx);

@@ -77,7 +77,7 @@ impl Fixture {
         Self::start_with_env(python, script, deadline, &[])
     }
 
-    /// [`Fixture::start`] with extra environment variables (e.g. `MPHANG_START_METHOD`).
+    /// [`Fixture::start`] with extra environment variables (e.g. `MPHANG_START_METHOD`, `MPHANG_NOISE=1`).
     pub fn start_with_env(
         python: &Path,
         script: &Path,

@@ -10,7 +10,9 @@ pub mod report;
 pub mod run;
 
 use crate::cli::{Cli, Command};
+use crate::collect::{self, CollectOptions};
 use crate::error::Result;
+use crate::model::{Pid, Snapshot};
 
 /// Exit code: no hang found.
 pub const EXIT_OK: i32 = 0;
@@ -58,4 +60,45 @@ pub fn quiet_pipe(r: std::io::Result<()>) -> Result<()> {
         }),
         Ok(()) => Ok(()),
     }
+}
+
+/// How long a report may keep looking for timed waiters to wake: long enough for a heartbeat
+/// or a watchdog tick, short enough for a report.
+pub const SETTLE_BUDGET_MS: u64 = 3000;
+
+/// Collects, then, while the verdict depends on a thread in a timed wait that was not seen to
+/// wake yet and whose wait ends within the budget ([`SETTLE_BUDGET_MS`]), takes more looks
+/// that stop nothing until it has woken once; one more look follows a wake, so that what it
+/// did (a put, a write) shows up in its peers. A `while True: time.sleep(1)` heartbeat is
+/// thus known as periodic in the first report. With `looks: 1` nothing is extended.
+pub fn collect_settled(root: Pid, opts: &CollectOptions) -> crate::error::Result<Snapshot> {
+    let (mut snap, looker) = collect::collect_with(root, opts)?;
+    if opts.looks < 2 {
+        return Ok(snap);
+    }
+    let start = looker.elapsed_ms();
+    let mut before: Vec<crate::model::ThreadRef> = Vec::new();
+    loop {
+        let left = SETTLE_BUDGET_MS.saturating_sub(looker.elapsed_ms().saturating_sub(start));
+        let und: Vec<(crate::model::ThreadRef, u64)> = crate::analysis::undecided(&snap)
+            .into_iter()
+            .filter_map(|(r, ms)| ms.filter(|ms| *ms < left).map(|ms| (r, ms)))
+            .collect();
+        let woke = before.iter().any(|r| !und.iter().any(|(u, _)| u == r));
+        if und.is_empty() {
+            if woke {
+                // What the waiter did when it woke (a put, a write) shows in its peers.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                looker.look(&mut snap);
+            }
+            break;
+        }
+        let soonest = und.iter().map(|(_, ms)| *ms).min().unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(
+            soonest.clamp(30, 250) + 20,
+        ));
+        looker.look(&mut snap);
+        before = und.into_iter().map(|(r, _)| r).collect();
+    }
+    Ok(snap)
 }

@@ -35,7 +35,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         (None, Some(pid), _) => {
             collect::check_root(Pid(pid))?;
             super::confirm::broad_root(pid, args.yes, args.sample.nonblocking)?;
-            collect::collect(Pid(pid), &opts)?
+            super::collect_settled(Pid(pid), &opts)?
         }
         (None, None, Some(sel)) => {
             let roots = select::roots(&sel)?;
@@ -46,7 +46,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
                 extra_roots: roots[1..].to_vec(),
                 ..opts
             };
-            collect::collect(roots[0], &opts)?
+            super::collect_settled(roots[0], &opts)?
         }
         (None, None, None) => return Err(Error::Usage("name a pid or --from FILE".into())),
     };

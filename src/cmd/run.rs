@@ -22,7 +22,7 @@ mod tree;
 pub mod watch;
 
 use crate::cli::{RunArgs, RunFormat};
-use crate::collect::{collect, CollectOptions};
+use crate::collect::CollectOptions;
 use crate::error::{Error, Result};
 use crate::model::{DiagKind, Diagnostic, Pid, Snapshot, Stage};
 use crate::render::Report;
@@ -242,7 +242,7 @@ fn collect_bounded(root: Pid, opts: CollectOptions) -> Result<Snapshot> {
     std::thread::Builder::new()
         .name("collect".into())
         .spawn(move || {
-            let _ = tx.send(collect(root, &opts));
+            let _ = tx.send(super::collect_settled(root, &opts));
         })
         .map_err(|source| Error::Io {
             context: "cannot start the collector thread".into(),

@@ -129,6 +129,7 @@ pub fn query_pipe(pid: i32, fd: i32, inode: Inode) -> PipeSnap {
         buffered,
         capacity,
         later_buffered: Vec::new(),
+        outside: None,
     }
 }
 

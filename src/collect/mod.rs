@@ -13,10 +13,12 @@ pub mod decode;
 pub mod fds;
 pub mod host;
 pub mod locks;
+pub mod looks;
 pub mod memory;
 pub mod native;
 pub mod net;
 mod objects;
+pub mod outside;
 pub mod perms;
 pub mod procfs;
 pub mod python;
@@ -29,7 +31,7 @@ pub mod tree;
 use crate::error::{Error, Result};
 use crate::model::{
     DiagKind, Diagnostic, GoneProcess, Inode, Pid, PipeSnap, ProcessSnap, Role, SemMapping,
-    Snapshot, Stage, SyscallState, ThreadLook, ThreadSnap, Tid, SCHEMA,
+    Snapshot, Stage, SyscallState, ThreadSnap, Tid, SCHEMA,
 };
 use procfs::MapEntry;
 use std::collections::{BTreeMap, HashMap};
@@ -172,6 +174,12 @@ fn workers() -> usize {
 
 /// Collects the tree rooted at `root` (plus `opts.extra_roots`).
 pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
+    collect_with(root, opts).map(|(s, _)| s)
+}
+
+/// [`collect`], also returning the [`looks::Looker`] that takes further looks at the snapshot
+/// (the caller extends the observation while a verdict still depends on them).
+pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks::Looker)> {
     check_root(root)?;
     let started = Instant::now();
     let taken_at_ms = now_ms();
@@ -255,34 +263,25 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
     let libcs: HashMap<i32, abi::GlibcLayout> =
         procs.iter().map(|r| (r.snap.pid.0, r.abi.libc)).collect();
 
-    let mut processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
+    let processes: Vec<ProcessSnap> = procs.into_iter().map(|r| r.snap).collect();
     let collect_ms = started.elapsed().as_millis() as u64;
 
-    let looks = opts.looks.max(1);
-    let first_done = Instant::now();
-    for _ in 1..looks {
-        std::thread::sleep(opts.interval);
-        let after_ms = first_done.elapsed().as_millis() as u64;
-        later_look(&mut processes, after_ms);
-        if opts.python {
-            restack(&mut processes, &layouts, &libcs, n);
-        }
-        for p in &mut pipes {
-            let again = pipe_refs
-                .get(&p.inode)
-                .map(|(pid, fd)| fds::query_pipe(*pid, *fd, p.inode).buffered)
-                .unwrap_or(None);
-            p.later_buffered.push(again);
-        }
-    }
-
+    outside::lookup(&processes, &mut pipes);
+    let looker = looks::Looker {
+        layouts,
+        libcs,
+        pipe_refs,
+        first_done: Instant::now(),
+        python: opts.python,
+        workers: n,
+    };
     let mut snap = Snapshot {
         schema: SCHEMA.to_string(),
         mphang_version: env!("CARGO_PKG_VERSION").to_string(),
         taken_at_ms,
         root,
         clock_ticks: clock_ticks(),
-        looks,
+        looks: 1,
         interval_ms: opts.interval.as_millis() as u64,
         collect_ms,
         max_stop_us,
@@ -293,9 +292,14 @@ pub fn collect(root: Pid, opts: &CollectOptions) -> Result<Snapshot> {
         gone,
         diagnostics,
     };
-    // Every target string is escaped (and secrets redacted) here, once, for every renderer.
+    for _ in 1..opts.looks.max(1) {
+        std::thread::sleep(opts.interval);
+        looker.look(&mut snap);
+    }
+    // Every target string is escaped (and secrets redacted) here, once, for every renderer
+    // (the top frames of later looks are only compared, never printed).
     crate::model::safe::sanitize(&mut snap, opts.redact);
-    Ok(snap)
+    Ok((snap, looker))
 }
 
 fn clock_ticks() -> u64 {
@@ -464,6 +468,7 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             fds: fd_list,
             sem_maps,
             status_fds: Vec::new(),
+            appeared: Vec::new(),
         },
         maps,
         abi,
@@ -472,10 +477,11 @@ fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
 }
 
 /// `/proc/PID/task/TID/schedstat` (`run_ns wait_ns slices`) with the time it was read.
-fn read_sched(tb: &str) -> Option<crate::model::SchedStat> {
+pub(crate) fn read_sched(tb: &str) -> Option<crate::model::SchedStat> {
     let text = read_text(&format!("{tb}/schedstat")).ok()?;
     let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
     let (run_ns, wait_ns) = (it.next()??, it.next()??);
+    let slices = it.next().flatten();
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -487,6 +493,7 @@ fn read_sched(tb: &str) -> Option<crate::model::SchedStat> {
     Some(crate::model::SchedStat {
         run_ns,
         wait_ns,
+        slices,
         at_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
     })
 }
@@ -587,6 +594,7 @@ fn add_python(procs: &mut [Raw], workers: usize) {
             forkserver: forkservers.contains(&r.snap.pid.0)
                 && !forkservers.contains(&r.snap.ppid.0),
             extra_reads: 0,
+            ns_tids: ns_tids(&r.snap),
         });
     }
     let results = python::collect(&targets, workers);
@@ -736,95 +744,6 @@ fn assign_roles(procs: &mut [Raw], root: i32, layouts: &HashMap<i32, Option<Stri
     }
 }
 
-/// A cheap later look at every thread: state, CPU and syscall.
-fn later_look(processes: &mut [ProcessSnap], after_ms: u64) {
-    for p in processes.iter_mut() {
-        for t in &mut p.threads {
-            let tb = format!("/proc/{}/task/{}", p.pid.0, t.tid.0);
-            let look = match read_text(&format!("{tb}/stat"))
-                .ok()
-                .and_then(|s| procfs::parse_stat(&s))
-            {
-                Some(st) => ThreadLook {
-                    after_ms,
-                    alive: st.state != 'Z' && st.state != 'X',
-                    state: st.state,
-                    cpu_ticks: st.utime + st.stime,
-                    syscall: read_text(&format!("{tb}/syscall"))
-                        .ok()
-                        .and_then(|s| procfs::parse_syscall(&s))
-                        .and_then(|r| match r {
-                            procfs::RawSyscall::Blocked { nr, args, .. } => {
-                                Some((nr, args[0], args[1], args[2]))
-                            }
-                            _ => None,
-                        }),
-                    py_top: None,
-                    sched: read_sched(&tb),
-                },
-                None => ThreadLook {
-                    after_ms,
-                    alive: false,
-                    state: 'X',
-                    cpu_ticks: t.cpu_ticks,
-                    syscall: None,
-                    py_top: None,
-                    sched: None,
-                },
-            };
-            t.later.push(look);
-        }
-    }
-}
-
-/// Re-reads the Python stacks of processes with a running thread and records each thread's
-/// innermost frame in its latest look (a busy loop shows the same frame every time).
-fn restack(
-    processes: &mut [ProcessSnap],
-    layouts: &HashMap<i32, Option<String>>,
-    libcs: &HashMap<i32, abi::GlibcLayout>,
-    workers: usize,
-) {
-    let running = |p: &ProcessSnap| {
-        p.threads
-            .iter()
-            .any(|t| t.state == 'R' || t.later.last().is_some_and(|l| l.state == 'R'))
-    };
-    let targets: Vec<python::Target> = processes
-        .iter()
-        .filter(|p| p.python_version.is_some() && running(p))
-        .map(|p| python::Target {
-            pid: p.pid.0,
-            tids: p.threads.iter().map(|t| t.tid.0).collect(),
-            layout: layouts.get(&p.pid.0).cloned().flatten(),
-            libc: libcs
-                .get(&p.pid.0)
-                .copied()
-                .unwrap_or_else(|| abi::glibc(None)),
-            forkserver: false,
-            // A spinning loop shows its head line (see python::Target::extra_reads).
-            extra_reads: 3,
-        })
-        .collect();
-    if targets.is_empty() {
-        return;
-    }
-    let results = python::collect(&targets, workers);
-    for p in processes.iter_mut() {
-        let Some(Ok(pp)) = results.get(&p.pid.0) else {
-            continue;
-        };
-        for (tid, py) in &pp.threads {
-            let Some(t) = tid.and_then(|tid| p.threads.iter_mut().find(|t| t.tid.0 == tid)) else {
-                continue;
-            };
-            if let Some(l) = t.later.last_mut() {
-                l.py_top = py.frames.first().map(|f| f.top_key());
-            }
-        }
-    }
-}
-
 /// Native stacks of every live process, one cache for the tree (forked children share their
 /// parent's files), all stops done by one ptrace helper process (`native::helper`) when the
 /// binary provides one. Returns the longest time any thread was held stopped, in microseconds.
@@ -863,9 +782,34 @@ fn add_native(procs: &mut [Raw]) -> u64 {
     max_stop.as_micros() as u64
 }
 
-/// Mutex owners read from target memory are TIDs of the target's PID namespace. For processes
-/// in another namespace, map them to mphang's TIDs through the `NSpid` lines of the tree's
-/// threads (an owner not found in the tree keeps its namespace value).
+/// For a process in another PID namespace, its threads' namespace TIDs mapped to mphang's
+/// (through `NSpid`, [`native::ns_tid_map`]); empty for a process in mphang's namespace. TIDs
+/// read from target memory (py-spy's thread ids, `struct pthread` tids, SemLock `last_tid`,
+/// RLock owners) are namespace TIDs and go through this map.
+pub(crate) fn ns_tids(p: &ProcessSnap) -> HashMap<i32, i32> {
+    if p.ns_pid.is_none() {
+        return HashMap::new();
+    }
+    native::ns_tid_map(p.pid)
+        .into_iter()
+        .map(|(ns, host)| (ns, host.0))
+        .collect()
+}
+
+/// The TIDs of `p` as its own memory names them, and the way back to mphang's TIDs.
+fn tid_space(p: &ProcessSnap) -> (Vec<i32>, HashMap<i32, i32>) {
+    let map = ns_tids(p);
+    if map.is_empty() {
+        (p.threads.iter().map(|t| t.tid.0).collect(), map)
+    } else {
+        (map.keys().copied().collect(), map)
+    }
+}
+
+/// Mutex owners read from target memory, and the child a wait4/waitid names, are ids of the
+/// target's PID namespace. For processes in another namespace, map them to mphang's TIDs
+/// through the `NSpid` lines of the tree's threads (an id not found in the tree keeps its
+/// namespace value).
 fn translate_ns_owners(procs: &mut [Raw]) {
     if procs.iter().all(|r| r.snap.ns_pid.is_none()) {
         return;
@@ -877,12 +821,21 @@ fn translate_ns_owners(procs: &mut [Raw]) {
     for r in procs.iter_mut().filter(|r| r.snap.ns_pid.is_some()) {
         for t in &mut r.snap.threads {
             if let SyscallState::Blocked(s) = &mut t.syscall {
-                if let crate::model::Decoded::Futex(f) = &mut s.decoded {
-                    if let Some(w) = &mut f.word {
-                        if let Some(host) = map.get(&w.owner_tid) {
-                            w.owner_tid = host.0;
+                match &mut s.decoded {
+                    crate::model::Decoded::Futex(f) => {
+                        if let Some(w) = &mut f.word {
+                            if let Some(host) = map.get(&w.owner_tid) {
+                                w.owner_tid = host.0;
+                            }
                         }
                     }
+                    // wait4/waitid name the child by its pid in the waiter's namespace.
+                    crate::model::Decoded::WaitChild { pid: Some(c) } => {
+                        if let Some(host) = map.get(&c.0) {
+                            *c = Pid(host.0);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

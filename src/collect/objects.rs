@@ -87,7 +87,7 @@ fn holders(
                 .map(|m| (r, m.start))
         })
         .collect();
-    let tids = |r: &Raw| -> Vec<i32> { r.snap.threads.iter().map(|t| t.tid.0).collect() };
+    let tids = |r: &Raw| -> Vec<i32> { super::tid_space(&r.snap).0 };
     let scan = |r: &Raw, start: u64| -> Vec<(u64, crate::model::SemLockSeen)> {
         let Some(py) = &r.abi.py else {
             return Vec::new();
@@ -145,11 +145,22 @@ fn holders(
             .and_then(|a| probe(r, a, *start))
             .unwrap_or_else(|| scan(r, *start))
     });
+    // last_tid is a TID of the holder's PID namespace.
+    let back: HashMap<i32, HashMap<i32, i32>> = mappers
+        .iter()
+        .filter(|(r, _)| r.snap.ns_pid.is_some())
+        .map(|(r, _)| (r.snap.pid.0, super::tid_space(&r.snap).1))
+        .collect();
     scanned
         .into_iter()
         .flat_map(|(_, v)| v)
         .chain(probed.into_iter().flatten())
-        .map(|(_, s)| s)
+        .map(|(_, mut s)| {
+            if let Some(m) = back.get(&s.pid.0) {
+                s.last_tid = s.last_tid.and_then(|t| m.get(&t).copied());
+            }
+            s
+        })
         .collect()
 }
 
@@ -189,13 +200,18 @@ pub(super) fn add_lock_owners(procs: &mut [Raw]) {
         if waits.is_empty() {
             continue;
         }
-        let tids: Vec<i32> = r.snap.threads.iter().map(|t| t.tid.0).collect();
+        let (tids, back) = super::tid_space(&r.snap);
         let l = locks::Layouts {
             py: &py,
             libc: &r.abi.libc,
             tids: &tids,
         };
         let mut found = locks::find(r.snap.pid.0, &r.maps, &waits, &l);
+        if !back.is_empty() {
+            for lock in found.values_mut() {
+                lock.owner_tid = lock.owner_tid.and_then(|t| back.get(&t).copied());
+            }
+        }
         // An owner that is no thread here: which thread of the parent it names.
         let ppid = r.snap.ppid.0;
         let parent_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{ppid}/task"))
@@ -206,12 +222,25 @@ pub(super) fn add_lock_owners(procs: &mut [Raw]) {
             })
             .unwrap_or_default();
         for lock in found.values_mut() {
-            if lock.owner != 0 && lock.owner_tid.is_none() {
-                lock.owner_in_parent = r
-                    .abi
+            if lock.owner == 0 {
+                continue;
+            }
+            let in_parent =
+                r.abi
                     .libc
-                    .tid_of_pthread(&memory::Remote(ppid), lock.owner, &parent_tids)
-                    .map(|t| (ppid, t));
+                    .tid_of_pthread(&memory::Remote(ppid), lock.owner, &parent_tids);
+            // glibc reuses a dead thread's stack (and so its pthread_t) for the next thread: a
+            // thread started in a fork child can sit at the pthread_t of the parent thread that
+            // held the lock at fork. Only the child's main thread continues a parent thread;
+            // another thread at a live parent thread's pthread_t is such a reuse, and the lock
+            // is the parent thread's.
+            if let (Some(t), Some(_)) = (lock.owner_tid, in_parent) {
+                if t != r.snap.pid.0 {
+                    lock.owner_tid = None;
+                }
+            }
+            if lock.owner_tid.is_none() {
+                lock.owner_in_parent = in_parent.map(|t| (ppid, t));
             }
         }
         for t in &mut r.snap.threads {

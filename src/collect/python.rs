@@ -27,6 +27,21 @@ pub struct Target {
     /// in the same function: a loop then shows its head line (3.12+ attribute the backward jump
     /// of `while cond: pass` to the body's line, so one read sees either line).
     pub extra_reads: u32,
+    /// For a process in another PID namespace: its threads' namespace TIDs (what Python's
+    /// memory holds) mapped to mphang's TIDs, from `NSpid`. Empty otherwise.
+    pub ns_tids: HashMap<i32, i32>,
+}
+
+impl Target {
+    /// A TID read from the target (py-spy's native thread id, a `struct pthread`'s tid) as a
+    /// live thread of the process in mphang's PID namespace.
+    fn host_tid(&self, tid: i32) -> Option<i32> {
+        if self.ns_tids.is_empty() {
+            Some(tid).filter(|t| self.tids.contains(t))
+        } else {
+            self.ns_tids.get(&tid).copied()
+        }
+    }
 }
 
 /// The Python side of one process.
@@ -145,10 +160,13 @@ fn read_one(
     let threads = traces
         .into_iter()
         .map(|tr| {
-            let tid = tr.os_thread_id.map(|x| x as i32).or_else(|| {
-                t.libc
-                    .tid_of_pthread(&memory::Remote(t.pid), tr.thread_id, &t.tids)
-            });
+            let tid = tr
+                .os_thread_id
+                .and_then(|x| t.host_tid(x as i32))
+                .or_else(|| {
+                    let raw = t.libc.pthread_tid(&memory::Remote(t.pid), tr.thread_id)?;
+                    t.host_tid(raw)
+                });
             let py = PyThread {
                 thread_id: tr.thread_id,
                 name: tr.thread_name.clone(),

@@ -22,6 +22,11 @@ fn children(pid: i32) -> Option<Vec<i32>> {
     any.then_some(out)
 }
 
+/// Children of `pid` (empty when unknown).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    children(pid).unwrap_or_default()
+}
+
 /// Every process's parent, from a scan of `/proc/*/stat` (fallback).
 fn ppid_map() -> HashMap<i32, Vec<i32>> {
     let mut m: HashMap<i32, Vec<i32>> = HashMap::new();

@@ -94,7 +94,6 @@ impl FdEntry {
 
 /// A TCP socket as `inet_diag` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TcpEndpoint {
     pub state: TcpState,
     /// Local address and port (IPv4-mapped IPv6 written as IPv4). None for a socket the kernel
@@ -206,4 +205,18 @@ pub struct PipeSnap {
     /// `buffered` at each later look, in order (progress evidence).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later_buffered: Vec<Option<u32>>,
+    /// Holders outside the reported tree, looked up machine-wide (once, only for a pipe a thread
+    /// waits on whose other end no process of the tree holds). `Some(empty)`: looked up, found
+    /// nobody (gone meanwhile, or not readable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<Vec<OutsideHolder>>,
+}
+
+/// A process outside the reported tree that holds an fd on a pipe or socket of the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OutsideHolder {
+    pub pid: super::ids::Pid,
+    pub comm: String,
+    pub fd: i32,
+    pub access: Access,
 }

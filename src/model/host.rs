@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 /// The host a snapshot was taken on. A one-host snapshot has one; a merged snapshot one per
 /// host, each with the `label` its qualified ids carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct HostInfo {
     /// In a merged snapshot: the host part of its qualified ids (`node-b/4242`), the hostname
     /// made unique. Absent in a one-host snapshot.
@@ -34,7 +33,6 @@ pub struct HostInfo {
 
 /// One network namespace: TCP addresses are scoped by it (loopback is per namespace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NetNs {
     /// The namespace's inode (`/proc/PID/ns/net`).
     pub inode: u64,
@@ -44,7 +42,6 @@ pub struct NetNs {
 
 /// One input of a merge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Source {
     pub file: String,
     pub mphang_version: String,

@@ -19,10 +19,12 @@ mod stack;
 mod syscall;
 
 pub use diag::{DiagKind, Diagnostic, Stage};
-pub use fd::{Access, FdEntry, FdKind, PipeSnap, TcpEndpoint, TcpState};
+pub use fd::{Access, FdEntry, FdKind, OutsideHolder, PipeSnap, TcpEndpoint, TcpState};
 pub use host::{HostInfo, NetNs};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
-pub use process::{ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap};
+pub use process::{
+    Appeared, ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap, TimedWait,
+};
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{
     syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,

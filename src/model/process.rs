@@ -86,6 +86,10 @@ pub struct ProcessSnap {
     pub fds: Vec<FdEntry>,
     /// `/dev/shm/sem.*` mappings of this process.
     pub sem_maps: Vec<SemMapping>,
+    /// Threads and child processes that appeared during the later looks (progress evidence:
+    /// this process started them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appeared: Vec<Appeared>,
     /// For a forkserver: each live child it forked and the fd (here) of that child's status
     /// pipe, whose read end is the sentinel its client's `Process.join` polls (`pid_to_fd` in
     /// the forkserver's main loop).
@@ -95,10 +99,18 @@ pub struct ProcessSnap {
 
 /// One child of a forkserver and the fd of its status pipe in the forkserver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StatusFd {
     pub child: Pid,
     pub fd: i32,
+}
+
+/// A task first seen in a later look: a new thread of the process (`pid` is the process) or a
+/// new child process (`pid` is the child, `tid` its main thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Appeared {
+    pub after_ms: u64,
+    pub pid: Pid,
+    pub tid: Tid,
 }
 
 /// One thread of a process.
@@ -129,12 +141,15 @@ pub struct ThreadSnap {
 /// thread that spins is on a CPU or waiting for one the whole time, however loaded the
 /// machine is, while its share of CPU time depends on the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SchedStat {
     /// Time spent on a CPU, ns.
     pub run_ns: u64,
     /// Time spent runnable, waiting for a CPU, ns.
     pub wait_ns: u64,
+    /// How many times the thread was scheduled onto a CPU (field 3); a blocked thread's count
+    /// grows only when it wakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices: Option<u64>,
     /// `CLOCK_MONOTONIC` when read, ns.
     pub at_ns: u64,
 }
@@ -158,6 +173,26 @@ pub struct ThreadLook {
     /// Scheduler accounting at this look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sched: Option<SchedStat>,
+    /// How many times the thread has been scheduled onto a CPU (`schedstat` field 3, else the
+    /// voluntary + involuntary context switches of `status`). A blocked thread's count grows
+    /// only when it wakes. Read without stopping anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switches: Option<u64>,
+    /// The system call of this look has a timeout (a sleep, a timed lock or condition wait, a
+    /// poll, select or epoll with a timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed: Option<TimedWait>,
+    /// py-spy saw this thread hold the GIL in this look (only set when stacks were re-read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owns_gil: bool,
+}
+
+/// A wait with a timeout, seen in a look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TimedWait {
+    /// At most this many milliseconds were left (exact for absolute deadlines, the whole
+    /// timeout for relative ones); None when the timeout could not be read.
+    pub left_ms: Option<u64>,
 }
 
 /// One `/dev/shm/sem.*` mapping in one process.

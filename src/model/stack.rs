@@ -92,9 +92,12 @@ impl PyThread {
             None => &self.frames,
         }
     }
-    /// True when any frame is `function` in a file ending with `file_suffix`.
+    /// True when any of the process's own frames ([`PyThread::own_frames`]: not those
+    /// inherited at fork) is `function` in a file ending with `file_suffix`.
     pub fn has_frame(&self, file_suffix: &str, function: &str) -> bool {
-        self.frames.iter().any(|f| f.is(file_suffix, function))
+        self.own_frames()
+            .iter()
+            .any(|f| f.is(file_suffix, function))
     }
 }
 

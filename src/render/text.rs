@@ -3,7 +3,7 @@
 //! with the innermost user-code frame marked. Colors only when asked (a tty by default).
 
 use super::Report;
-use crate::analysis::{Finding, Progress, Severity};
+use crate::analysis::{BlockedOn, Finding, Progress, Severity};
 use crate::model::{ProcessSnap, ThreadRef};
 use std::collections::HashMap;
 use std::io::Write;
@@ -175,10 +175,16 @@ fn render_lines(report: &Report, opts: &TextOptions, out: &mut dyn Write) -> std
             nthreads,
             s.looks,
             if s.looks == 1 { "" } else { "s" },
-            if s.looks > 1 {
-                format!(" {} ms apart", s.interval_ms)
-            } else {
-                String::new()
+            match s
+                .processes
+                .iter()
+                .flat_map(|p| &p.threads)
+                .find_map(|t| t.later.last())
+            {
+                // More looks than asked for: the verdict waited for a timed waiter to wake.
+                Some(l) if s.looks > 2 => format!(" over {} ms", l.after_ms),
+                _ if s.looks > 1 => format!(" {} ms apart", s.interval_ms),
+                _ => String::new(),
             },
             s.collect_ms
         )?;
@@ -349,9 +355,10 @@ fn finding(
     }
     if let (Some(first), true) = (f.chain.first(), f.chain.len() > 1) {
         let last = f.chain.last().map(|l| l.thread);
-        let closes = last
-            .and_then(|l| report.verdict(l))
-            .is_some_and(|v| v.providers.iter().any(|x| x.pid == first.thread.pid));
+        let closes = last.and_then(|l| report.verdict(l)).is_some_and(|v| {
+            v.providers.iter().any(|x| x.pid == first.thread.pid)
+                || only_other_end(report, v) == Some(first.thread.pid)
+        });
         if closes {
             let indent = "    ".to_string() + &"  ".repeat(f.chain.len());
             writeln!(
@@ -588,6 +595,44 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+/// For a thread blocked on a pipe: the one process that holds the pipe's other end (another
+/// process if any, else its own), if there is exactly one. It may be left out of the providers
+/// because it waits for this thread's process (the joiner in join-before-drain) or is exiting.
+fn only_other_end(
+    report: &Report,
+    v: &crate::analysis::ThreadVerdict,
+) -> Option<crate::model::Pid> {
+    let (inode, reader) = match v.blocked_on {
+        BlockedOn::PipeWrite { inode, .. } => (inode, true),
+        BlockedOn::PipeRead { inode } => (inode, false),
+        _ => return None,
+    };
+    let holds = |p: &ProcessSnap| {
+        p.fds.iter().any(|f| {
+            f.pipe_inode() == Some(inode)
+                && if reader {
+                    f.access.can_read()
+                } else {
+                    f.access.can_write()
+                }
+        })
+    };
+    let all: Vec<crate::model::Pid> = report
+        .snapshot
+        .processes
+        .iter()
+        .filter(|p| holds(p))
+        .map(|p| p.pid)
+        .collect();
+    let others: Vec<crate::model::Pid> =
+        all.iter().copied().filter(|p| *p != v.thread.pid).collect();
+    match (others.as_slice(), all.as_slice()) {
+        ([one], _) => Some(*one),
+        ([], [own]) => Some(*own),
+        _ => None,
     }
 }
 

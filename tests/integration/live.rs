@@ -4,8 +4,7 @@
 //! controls. Every fixture's process group is killed and reaped on drop.
 
 use crate::util::{
-    self, each_run, fixture_methods, line_of, marked_lines, report_json, runs, start_run, Method,
-    Run, Share,
+    self, each_run, fixture_methods, line_of, marked_lines, report_json, runs, Method, Run, Share,
 };
 use mphang::analysis::{BlockedOn, Severity};
 use mphang::cmd::fixture::Ready;
@@ -39,72 +38,157 @@ fn share(fixture: &str) -> Share {
     }
 }
 
+/// Fixtures whose noise run also happens on the Pythons between the oldest and the newest (the
+/// others run with noise on the oldest and newest only, to keep CI time down): a pipe reader
+/// behind a joiner, a private lock with no releaser, a semaphore whose peer exited, and a
+/// healthy program whose producer is periodic.
+const NOISE_SUBSET: &[&str] = &[
+    "join_before_drain",
+    "fork_inherited_threading_lock",
+    "peer_exited_bounded",
+    "neg_periodic_producer",
+];
+
+/// What must be the same with and without noise: the id, the processes of the chain (in
+/// order) and of the finding, named by the ready file (unnamed ones by role), the culprit
+/// line, and the exit code.
+#[derive(Debug, PartialEq, Eq)]
+struct Signature {
+    pattern: String,
+    chain: Vec<String>,
+    pids: Vec<String>,
+    culprit: Option<i32>,
+    code: i32,
+}
+
+/// The ready-file name of `pid`, else its role.
+fn pid_name(ready: &Ready, r: &Report, pid: Pid) -> String {
+    ready
+        .pids
+        .iter()
+        .find(|(n, v)| !n.ends_with("_tid") && v.as_i64() == Some(i64::from(pid.0)))
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| match r.snapshot.process(pid) {
+            Some(p) => format!("{:?}", p.role),
+            None => "gone".into(),
+        })
+}
+
+fn signature(ready: &Ready, r: &Report, code: i32) -> Signature {
+    let f = &r.findings[0];
+    let mut pids: Vec<String> = f.pids.iter().map(|p| pid_name(ready, r, *p)).collect();
+    pids.sort();
+    pids.dedup();
+    Signature {
+        pattern: f.pattern.clone(),
+        chain: f
+            .chain
+            .iter()
+            .map(|l| pid_name(ready, r, l.thread.pid))
+            .collect(),
+        pids,
+        culprit: f.culprit.as_ref().map(|c| c.line),
+        code,
+    }
+}
+
+/// Runs each case on its matrix of Pythons and start methods, and again with noise where
+/// [`util::noise_on`] says: the noise run must give the same [`Signature`] and name no noise
+/// process.
 fn check_case(case: &Case) {
     each_run(
         case.fixture,
         case.pattern,
         runs(&fixture_methods(case.fixture)),
         share(case.fixture),
-        |run| check_run(case, run),
+        |run| {
+            let plain = run_case(case, run, false);
+            if util::noise_on(run, case.fixture, NOISE_SUBSET) {
+                let noisy = run_case(case, run, true);
+                assert_eq!(
+                    noisy,
+                    plain,
+                    "{} on {}: noise changed the verdict",
+                    case.fixture,
+                    run.label()
+                );
+            }
+        },
     );
 }
 
-fn check_run(case: &Case, run: &Run) {
-    {
-        let fx = start_run(run, case.fixture);
-        let (code, report) = report_json(fx.root(), &[]);
-        let ctx = format!("{} on {}", case.fixture, run.label());
-        let patterns: Vec<&str> = report.findings.iter().map(|f| f.pattern.as_str()).collect();
-        assert_eq!(patterns, vec![case.pattern], "{ctx}: findings {patterns:?}");
-        let f = &report.findings[0];
-        let expected_code = if f.severity == Severity::Hang { 1 } else { 0 };
-        assert_eq!(code, expected_code, "{ctx}: exit code");
-        for name in case.pids {
-            let pid = fx
-                .ready
-                .pid(name)
-                .unwrap_or_else(|| panic!("{ctx}: no pid {name}"));
-            assert!(
-                f.pids.contains(&Pid(pid)),
-                "{ctx}: {name}={pid} not in finding pids {:?}",
-                f.pids
-            );
-        }
-        match case.culprit {
-            Culprit::None => assert!(
-                f.culprit.is_none(),
-                "{ctx}: unexpected culprit {:?}",
-                f.culprit
-            ),
-            Culprit::Mark(m) | Culprit::Text(m) => {
-                let want = match case.culprit {
-                    Culprit::Mark(_) => marked_lines(case.fixture, m)[0],
-                    _ => line_of(case.fixture, m),
-                };
-                let c = f
-                    .culprit
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{ctx}: no culprit"));
-                assert!(
-                    c.file.ends_with(&format!("{}.py", case.fixture)),
-                    "{ctx}: culprit file {}",
-                    c.file
-                );
-                assert_eq!(c.line, want, "{ctx}: culprit line");
-            }
-        }
+fn run_case(case: &Case, run: &Run, noise: bool) -> Signature {
+    let fx = util::start_run_noise(run, case.fixture, noise);
+    let (code, report) = report_json(fx.root(), &[]);
+    let ctx = format!(
+        "{} on {}{}",
+        case.fixture,
+        run.label(),
+        if noise { " with noise" } else { "" }
+    );
+    let patterns: Vec<&str> = report.findings.iter().map(|f| f.pattern.as_str()).collect();
+    assert_eq!(patterns, vec![case.pattern], "{ctx}: findings {patterns:?}");
+    let f = &report.findings[0];
+    let expected_code = if f.severity == Severity::Hang { 1 } else { 0 };
+    assert_eq!(code, expected_code, "{ctx}: exit code");
+    for name in case.pids {
+        let pid = fx
+            .ready
+            .pid(name)
+            .unwrap_or_else(|| panic!("{ctx}: no pid {name}"));
         assert!(
-            !f.chain.is_empty() && !f.fix.is_empty() && !f.evidence.is_empty(),
-            "{ctx}: chain, fix and evidence"
+            f.pids.contains(&Pid(pid)),
+            "{ctx}: {name}={pid} not in finding pids {:?}",
+            f.pids
         );
-        assert_eq!(f.doc, format!("docs/patterns/{}.md", case.pattern));
-        assert!(
-            util::repo().join(&f.doc).exists(),
-            "{ctx}: {} missing",
-            f.doc
-        );
-        extra_checks(case.fixture, run, &fx.ready, &report, &ctx);
     }
+    match case.culprit {
+        Culprit::None => assert!(
+            f.culprit.is_none(),
+            "{ctx}: unexpected culprit {:?}",
+            f.culprit
+        ),
+        Culprit::Mark(m) | Culprit::Text(m) => {
+            let want = match case.culprit {
+                Culprit::Mark(_) => marked_lines(case.fixture, m)[0],
+                _ => line_of(case.fixture, m),
+            };
+            let c = f
+                .culprit
+                .as_ref()
+                .unwrap_or_else(|| panic!("{ctx}: no culprit"));
+            assert!(
+                c.file.ends_with(&format!("{}.py", case.fixture)),
+                "{ctx}: culprit file {}",
+                c.file
+            );
+            assert_eq!(c.line, want, "{ctx}: culprit line");
+        }
+    }
+    assert!(
+        !f.chain.is_empty() && !f.fix.is_empty() && !f.evidence.is_empty(),
+        "{ctx}: chain, fix and evidence"
+    );
+    assert_eq!(f.doc, format!("docs/patterns/{}.md", case.pattern));
+    assert!(
+        util::repo().join(&f.doc).exists(),
+        "{ctx}: {} missing",
+        f.doc
+    );
+    extra_checks(case.fixture, run, &fx.ready, &report, &ctx);
+    for (name, _) in fx
+        .ready
+        .pids
+        .iter()
+        .filter(|(n, _)| n.starts_with("noise_"))
+    {
+        let pid = Pid(fx.ready.pid(name).unwrap_or(0));
+        assert!(
+            !report.findings.iter().any(|f| f.pids.contains(&pid)),
+            "{ctx}: noise process {name} in a finding"
+        );
+    }
+    signature(&fx.ready, &report, code)
 }
 
 /// Pattern-specific evidence beyond the id.
@@ -325,6 +409,13 @@ hang_case!(
     ["parent", "child"]
 );
 hang_case!(
+    join_before_drain_sibling,
+    "join_before_drain_sibling",
+    "join_before_drain",
+    Culprit::Mark("CULPRIT"),
+    ["parent", "child", "sibling"]
+);
+hang_case!(
     undrained_queue_at_exit,
     "undrained_queue_at_exit",
     "undrained_queue_at_exit",
@@ -423,6 +514,20 @@ hang_case!(
     ["parent", "reimported"]
 );
 hang_case!(
+    peer_exited_joined,
+    "peer_exited_joined",
+    "peer_exited",
+    Culprit::Mark("CULPRIT"),
+    ["producer", "parent"]
+);
+hang_case!(
+    orphaned_lock_manager,
+    "orphaned_lock_manager",
+    "orphaned_lock",
+    Culprit::Mark("CULPRIT"),
+    ["waiter", "manager"]
+);
+hang_case!(
     no_live_writer,
     "no_live_writer",
     "no_live_writer",
@@ -500,13 +605,18 @@ fn check_quiet(fixture: &str, extra: fn(&Ready, &Report, &str)) {
         "quiet",
         runs(&fixture_methods(fixture)),
         share(fixture),
-        |run| quiet_run(fixture, run, extra),
+        |run| {
+            quiet_run(fixture, run, false, extra);
+            if util::noise_on(run, fixture, NOISE_SUBSET) {
+                quiet_run(fixture, run, true, extra);
+            }
+        },
     );
 }
 
-fn quiet_run(fixture: &str, run: &Run, extra: fn(&Ready, &Report, &str)) {
+fn quiet_run(fixture: &str, run: &Run, noise: bool, extra: fn(&Ready, &Report, &str)) {
     {
-        let fx = start_run(run, fixture);
+        let fx = util::start_run_noise(run, fixture, noise);
         let (code, report) = report_json(fx.root(), &[]);
         let ctx = format!("{fixture} on {}", run.label());
         let found: Vec<String> = report
@@ -517,7 +627,8 @@ fn quiet_run(fixture: &str, run: &Run, extra: fn(&Ready, &Report, &str)) {
         assert!(found.is_empty(), "{ctx}: must stay quiet, found {found:#?}");
         assert_eq!(code, 0, "{ctx}: exit code");
         for (name, v) in &fx.ready.pids {
-            if let Some(p) = v.as_i64().filter(|_| !name.ends_with("_tid")) {
+            let named_in_tree = !name.ends_with("_tid") && !name.starts_with("outside_");
+            if let Some(p) = v.as_i64().filter(|_| named_in_tree) {
                 assert!(
                     report.snapshot.process(Pid(p as i32)).is_some(),
                     "{ctx}: {name}={p} missing from the tree"
@@ -547,6 +658,22 @@ quiet_case!(neg_sleep, "neg_sleep");
 quiet_case!(neg_slow_consumer, "neg_slow_consumer");
 quiet_case!(neg_periodic_producer, "neg_periodic_producer");
 quiet_case!(neg_fork_logging, "neg_fork_logging");
+quiet_case!(neg_external_writer, "neg_external_writer", |r, rep, ctx| {
+    // The writer is outside the tree; the lookup found it.
+    let writer = Pid(r.pid("outside_writer").unwrap_or(0));
+    assert!(
+        rep.snapshot.process(writer).is_none(),
+        "{ctx}: writer outside"
+    );
+    assert!(
+        rep.snapshot
+            .pipes
+            .iter()
+            .filter_map(|p| p.outside.as_ref())
+            .any(|o| o.iter().any(|h| h.pid == writer)),
+        "{ctx}: writer found outside the tree"
+    );
+});
 quiet_case!(pool_idle, "pool_idle", |r, rep, ctx| {
     for w in ["worker0", "worker1", "worker2", "worker3"] {
         let p = rep

@@ -14,3 +14,4 @@ mod safety;
 mod schema;
 mod tui;
 mod util;
+mod verdicts;

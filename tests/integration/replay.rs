@@ -3,8 +3,8 @@
 //! contract itself: schema.rs).
 
 use crate::util::repo;
-use mphang::analysis::{analyze, BlockedOn, Progress};
-use mphang::model::Snapshot;
+use mphang::analysis::{analyze, BlockedOn, Progress, ThreadVerdict};
+use mphang::model::{Snapshot, ThreadSnap};
 use mphang::render::{self, Report};
 
 pub(crate) fn load(name: &str) -> Snapshot {
@@ -134,6 +134,32 @@ replay!(
     "gil_held_while_blocked",
     ["gil_held_while_blocked"]
 );
+replay!(
+    replay_join_before_drain_noise,
+    "join_before_drain_noise",
+    ["join_before_drain"]
+);
+replay!(
+    replay_join_before_drain_sibling,
+    "join_before_drain_sibling",
+    ["join_before_drain"]
+);
+replay!(
+    replay_peer_exited_joined,
+    "peer_exited_joined",
+    ["peer_exited"]
+);
+replay!(
+    replay_orphaned_lock_manager,
+    "orphaned_lock_manager",
+    ["orphaned_lock"]
+);
+replay!(
+    replay_neg_slow_consumer_noise,
+    "neg_slow_consumer_noise",
+    []
+);
+replay!(replay_neg_external_writer, "neg_external_writer", []);
 replay!(replay_pool_idle, "pool_idle", []);
 replay!(replay_many_fds, "many_fds", []);
 replay!(replay_non_python_child, "non_python_child", []);
@@ -338,4 +364,361 @@ fn a_wrong_schema_string_is_rejected() {
     v["schema"] = serde_json::json!("mphang/snapshot/v0");
     let err = render::json::parse_snapshot(&v.to_string()).expect_err("wrong schema");
     assert!(err.contains("mphang/snapshot/v0"), "{err}");
+}
+
+/// A synthetic chain of `n` processes: process i reads a pipe whose only writer is process
+/// i+1; the last one reads a pipe whose write end it holds itself (`pipe_self_eof`).
+fn chain_snapshot(n: usize) -> Snapshot {
+    use mphang::model::{
+        Access, Decoded, FdEntry, FdKind, Inode, Pid, PipeSnap, ProcessSnap, Role, Syscall,
+        SyscallState, ThreadSnap, Tid,
+    };
+    let base = 1000;
+    let pipe = |i: usize| Inode(10_000 + i as u64);
+    let processes = (0..n)
+        .map(|i| {
+            let pid = Pid((base + i) as i32);
+            let mut fds = vec![FdEntry {
+                fd: 3,
+                access: Access::Read,
+                kind: FdKind::Pipe { inode: pipe(i) },
+            }];
+            // The writer of pipe i is process i+1 (the last one writes its own).
+            if i + 1 == n {
+                fds.push(FdEntry {
+                    fd: 4,
+                    access: Access::Write,
+                    kind: FdKind::Pipe { inode: pipe(i) },
+                });
+            }
+            if i > 0 {
+                fds.push(FdEntry {
+                    fd: 5,
+                    access: Access::Write,
+                    kind: FdKind::Pipe { inode: pipe(i - 1) },
+                });
+            }
+            ProcessSnap {
+                pid,
+                ppid: Pid(if i == 0 { 1 } else { (base + i - 1) as i32 }),
+                ns_pid: None,
+                comm: "python3".into(),
+                cmdline: vec!["python3".into()],
+                exe: None,
+                uid: Some(0),
+                state: 'S',
+                start_ticks: 0,
+                cpu_ticks: 0,
+                num_threads: 1,
+                nofile_limit: None,
+                fd_count: fds.len(),
+                python_version: None,
+                role: if i == 0 { Role::Main } else { Role::ForkChild },
+                threads: vec![ThreadSnap {
+                    tid: Tid(pid.0),
+                    comm: "python3".into(),
+                    state: 'S',
+                    wchan: Some("anon_pipe_read".into()),
+                    syscall: SyscallState::Blocked(Syscall {
+                        nr: 0,
+                        name: "read".into(),
+                        args: [3, 0, 4, 0, 0, 0],
+                        sp: 0,
+                        pc: 0,
+                        decoded: Decoded::Read { fd: 3 },
+                    }),
+                    cpu_ticks: 0,
+                    py: None,
+                    native: None,
+                    later: Vec::new(),
+                    sched: None,
+                }],
+                fds,
+                sem_maps: Vec::new(),
+                appeared: Vec::new(),
+                status_fds: Vec::new(),
+                net_ns: None,
+                rank: None,
+            }
+        })
+        .collect();
+    Snapshot {
+        schema: mphang::model::SCHEMA.into(),
+        mphang_version: "test".into(),
+        taken_at_ms: 0,
+        root: Pid(base as i32),
+        clock_ticks: 100,
+        looks: 1,
+        interval_ms: 500,
+        collect_ms: 0,
+        max_stop_us: None,
+        processes,
+        pipes: (0..n)
+            .map(|i| PipeSnap {
+                inode: pipe(i),
+                buffered: Some(0),
+                capacity: Some(65536),
+                later_buffered: Vec::new(),
+                outside: None,
+            })
+            .collect(),
+        semaphores: Vec::new(),
+        gone: Vec::new(),
+        diagnostics: Vec::new(),
+        hosts: Vec::new(),
+    }
+}
+
+/// The fixpoint and the attachment of dependents are linear: a 100,000-deep chain is one
+/// finding with every thread, within seconds (quadratic work would take hours; the bound only
+/// catches that).
+#[test]
+fn a_100k_deep_chain_is_one_finding_in_seconds() {
+    let n = 100_000;
+    let s = chain_snapshot(n);
+    let started = std::time::Instant::now();
+    let a = analyze(&s);
+    let took = started.elapsed();
+    assert_eq!(
+        a.findings
+            .iter()
+            .map(|f| f.pattern.as_str())
+            .collect::<Vec<_>>(),
+        vec!["pipe_self_eof"]
+    );
+    assert_eq!(a.findings[0].threads.len(), n);
+    assert!(a.threads.iter().all(|v| v.progress == Progress::Stuck));
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
+    // A writer that runs frees the whole chain.
+    let mut s = chain_snapshot(1000);
+    s.processes[999].threads[0].state = 'R';
+    s.processes[999].threads[0].syscall = mphang::model::SyscallState::Running;
+    let a = analyze(&s);
+    assert!(a.findings.is_empty());
+    assert!(a
+        .threads
+        .iter()
+        .all(|v| v.progress == Progress::CanProgress));
+}
+
+fn verdict(a: &mphang::analysis::Analysis, t: mphang::model::ThreadRef) -> &ThreadVerdict {
+    a.threads
+        .iter()
+        .find(|v| v.thread == t)
+        .expect("a verdict for the thread")
+}
+
+fn named<'s>(s: &'s Snapshot, name: &str) -> Vec<(mphang::model::ThreadRef, &'s ThreadSnap)> {
+    s.processes
+        .iter()
+        .flat_map(|p| p.threads.iter().map(move |t| (p, t)))
+        .filter(|(_, t)| t.display_name() == name)
+        .map(|(p, t)| {
+            (
+                mphang::model::ThreadRef {
+                    pid: p.pid,
+                    tid: t.tid,
+                },
+                t,
+            )
+        })
+        .collect()
+}
+
+/// Periodic threads (a heartbeat, a timed Event.wait loop, select with a timeout, a
+/// threading.Timer, a tqdm-style monitor) in both processes of a join-before-drain are neither
+/// progress nor providers: the hang is named, and the finding lists each as an assumption.
+#[test]
+fn periodic_threads_are_neither_progress_nor_providers() {
+    let s = load("join_before_drain_noise");
+    let a = analyze(&s);
+    let f = &a.findings[0];
+    assert_eq!(f.pattern, "join_before_drain");
+    let feeder_pipe = a
+        .threads
+        .iter()
+        .find_map(|v| match v.blocked_on {
+            BlockedOn::PipeWrite { inode, .. } => Some(inode),
+            _ => None,
+        })
+        .expect("the feeder's pipe");
+    for name in ["heartbeat", "ticker", "selector", "watchdog", "monitor"] {
+        let threads = named(&s, name);
+        assert_eq!(threads.len(), 2, "{name}: one in each process");
+        for (r, _) in threads {
+            let v = verdict(&a, r);
+            assert!(v.housekeeping, "{name} {r:?} is periodic");
+            assert_eq!(v.progress, Progress::CanProgress, "{name}");
+            assert!(
+                a.threads.iter().all(|w| !w.providers.contains(&r)),
+                "{name} provides nothing"
+            );
+            let assumption = f
+                .assumed
+                .iter()
+                .find(|x| x.thread == r)
+                .unwrap_or_else(|| panic!("{name} {r:?} assumed"));
+            assert!(assumption.periodic.starts_with(name), "{assumption:?}");
+        }
+    }
+    // The parent's periodic threads are assumed not to read the feeder's pipe.
+    let root = s.root;
+    let readers: Vec<_> = f.assumed.iter().filter(|x| x.thread.pid == root).collect();
+    assert_eq!(readers.len(), 5);
+    for x in readers {
+        assert!(
+            x.will_not.contains(&format!("read pipe:[{feeder_pipe}]")),
+            "{x:?}"
+        );
+    }
+    assert!(f
+        .evidence
+        .iter()
+        .any(|e| e.starts_with("assuming thread") && e.contains("heartbeat, sleeping at")));
+}
+
+/// A timed waiter never seen to wake (its schedule count unchanged, no known loop) may still
+/// return and provide: no hang verdict rests on it, and `undecided` says that looking again
+/// would settle it.
+#[test]
+fn a_timed_waiter_not_seen_to_wake_is_a_plausible_provider() {
+    let mut s = load("join_before_drain_noise");
+    let root = s.root;
+    let hb = named(&s, "heartbeat")
+        .into_iter()
+        .find(|(r, _)| r.pid == root)
+        .map(|(r, _)| r)
+        .expect("parent heartbeat");
+    for p in &mut s.processes {
+        for t in &mut p.threads {
+            if p.pid == hb.pid && t.tid == hb.tid {
+                let first = t.later.first().and_then(|l| l.switches);
+                let call = t.later.iter().find_map(|l| l.syscall);
+                let timed = t.later.iter().find_map(|l| l.timed);
+                for l in &mut t.later {
+                    l.switches = first;
+                    l.syscall = call;
+                    l.timed = timed;
+                }
+            }
+        }
+    }
+    let a = analyze(&s);
+    assert!(a.findings.is_empty(), "{:#?}", a.findings);
+    assert!(!verdict(&a, hb).housekeeping);
+    assert_eq!(
+        mphang::analysis::undecided(&s)
+            .iter()
+            .map(|(r, _)| *r)
+            .collect::<Vec<_>>(),
+        vec![hb]
+    );
+}
+
+/// Readers and releasers are plausible ones: the parent joining the producer holds the full
+/// bounded queue but waits for the producer's process, so it is not a provider of the
+/// producer's put; the producer is peer_exited, and the joining parent is part of the finding.
+#[test]
+fn a_thread_waiting_for_the_waiters_process_is_not_its_provider() {
+    let s = load("peer_exited_joined");
+    let a = analyze(&s);
+    let root = s.root;
+    let parent_main = mphang::model::ThreadRef {
+        pid: root,
+        tid: mphang::model::Tid(root.0),
+    };
+    assert!(matches!(
+        verdict(&a, parent_main).blocked_on,
+        BlockedOn::Child { .. }
+    ));
+    let producer = a
+        .threads
+        .iter()
+        .find(|v| matches!(v.blocked_on, BlockedOn::Semaphore { .. }))
+        .expect("the producer's put");
+    assert!(!producer.providers.contains(&parent_main));
+    assert!(producer
+        .providers
+        .iter()
+        .all(|p| p.pid == producer.thread.pid));
+    let f = &a.findings[0];
+    assert_eq!(f.pattern, "peer_exited");
+    assert!(f.threads.contains(&parent_main));
+}
+
+/// A pipe whose writer is outside the tree (found machine-wide) is external: the reader can
+/// progress; with the holder unknown too it is never called stuck.
+#[test]
+fn a_pipe_end_held_outside_the_tree_is_external() {
+    let mut s = load("neg_external_writer");
+    let a = analyze(&s);
+    let root = s.root;
+    let reader = a
+        .threads
+        .iter()
+        .find(|v| v.thread.pid == root && matches!(v.blocked_on, BlockedOn::PipeRead { .. }))
+        .expect("the reader");
+    assert_eq!(reader.progress, Progress::CanProgress);
+    let BlockedOn::PipeRead { inode } = reader.blocked_on else {
+        unreachable!()
+    };
+    let outside = s
+        .pipe(inode)
+        .and_then(|p| p.outside.clone())
+        .expect("looked up");
+    assert!(!outside.is_empty() && outside.iter().all(|h| h.access.can_write()));
+    assert!(reader.line.contains("held outside the tree by"));
+    for p in &mut s.pipes {
+        p.outside = None;
+    }
+    let a = analyze(&s);
+    assert!(a.findings.is_empty());
+    assert!(a
+        .threads
+        .iter()
+        .all(|v| v.progress == Progress::CanProgress));
+}
+
+fn feeder_pipe_snapshot() -> Snapshot {
+    let mut s = load("join_before_drain");
+    // Threads were stopped for native stacks during the first look.
+    s.max_stop_us = Some(900);
+    s
+}
+
+/// mphang's own stop is not progress: a write resumed with the rest of the message in a new
+/// buffer, a restarted call, one CPU tick while threads were stopped. A wake between two later
+/// looks, or a second tick, is.
+#[test]
+fn our_own_stop_is_not_progress() {
+    let mut s = feeder_pipe_snapshot();
+    let f = feeder(&mut s);
+    let (nr, fd, buf, count) = f.later[0].syscall.expect("blocked in write");
+    assert_eq!(nr, 1);
+    // Resumed: same fd, a new (lower) buffer address, fewer bytes.
+    f.later[0].syscall = Some((1, fd, buf.wrapping_sub(0x10_0000), count / 2));
+    assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
+    // Restarted.
+    let f = feeder(&mut s);
+    f.later[0].syscall = Some((219, fd, buf, count));
+    assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
+    // One tick of slack while mphang stopped threads; not two.
+    let f = feeder(&mut s);
+    f.later[0].cpu_ticks = f.cpu_ticks + 1;
+    assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
+    let f = feeder(&mut s);
+    f.later[0].cpu_ticks = f.cpu_ticks + 2;
+    assert!(patterns(&s).is_empty());
+    // Woken between two later looks (the first look's own stop is not compared).
+    let mut s = feeder_pipe_snapshot();
+    let f = feeder(&mut s);
+    let mut second = f.later[0].clone();
+    f.later[0].switches = Some(9);
+    second.after_ms += 200;
+    second.switches = Some(9);
+    f.later.push(second.clone());
+    assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
+    let f = feeder(&mut s);
+    f.later[1].switches = Some(10);
+    assert!(patterns(&s).is_empty());
 }

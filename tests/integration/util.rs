@@ -410,16 +410,47 @@ pub fn start(python: &Path, name: &str) -> Fixture {
 
 /// Starts a fixture for `run` (its start method and extra environment).
 pub fn start_run(run: &Run, name: &str) -> Fixture {
+    start_run_noise(run, name, false)
+}
+
+/// [`start_run`], with the noise threads and processes of [`NOISE`] when `noise`.
+pub fn start_run_noise(run: &Run, name: &str, noise: bool) -> Fixture {
     let mut env: Vec<(&str, &str)> = vec![("MPHANG_START_METHOD", run.method.name())];
     env.extend(run.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if noise {
+        env.extend(NOISE.iter().copied());
+    }
     start_with(&run.python.path, name, &env)
 }
 
-/// Starts a fixture with extra environment variables.
+/// Starts a fixture with extra environment variables (e.g. [`NOISE`]).
 pub fn start_with(python: &Path, name: &str, env: &[(&str, &str)]) -> Fixture {
     match Fixture::start_with_env(python, &fixture_path(name), Duration::from_secs(90), env) {
         Ok(f) => f,
         Err(e) => panic!("fixture {name} with {}: {e}", python.display()),
+    }
+}
+
+/// The environment that makes every fixture process carry noise threads and processes
+/// (`fixtures/_fixture.py`, `start_noise`).
+pub const NOISE: &[(&str, &str)] = &[("MPHANG_NOISE", "1")];
+
+/// Whether `run` of `fixture` is repeated with noise. Default: on the oldest and the newest
+/// Python for every fixture, and for the fixtures in `subset` on the others; each time with
+/// the Python's default start method only (the other methods run without noise).
+/// `MPHANG_TEST_NOISE=all` runs noise on every run, `off` on none.
+pub fn noise_on(run: &Run, fixture: &str, subset: &[&str]) -> bool {
+    match std::env::var("MPHANG_TEST_NOISE").as_deref() {
+        Ok("off") => false,
+        Ok("all") => true,
+        _ => {
+            let found = &discovery().found;
+            let edge = found.first().is_some_and(|p| p.minor == run.python.minor)
+                || found.last().is_some_and(|p| p.minor == run.python.minor);
+            let default = run.method == run.python.default_method()
+                || !fixture_methods(fixture).contains(&run.python.default_method());
+            default && (edge || subset.contains(&fixture))
+        }
     }
 }
 

@@ -22,12 +22,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         ) {
             continue;
         }
-        let others: Vec<_> = ctx
-            .idx
-            .threads_of(t.pid)
-            .into_iter()
-            .filter(|x| *x != t)
-            .collect();
+        let others = ctx.idx.threads_of(t.pid);
         let joining = ctx.py(t).is_some_and(|py| {
             py.frames.iter().any(|f| {
                 f.named("join") || f.named("_wait_for_tstate_lock") || f.named("_shutdown")
@@ -89,7 +84,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 )
             }
             Some(BlockedOn::ThreadLock { uaddr } | BlockedOn::Mutex { uaddr, owner_tid: None })
-                if others.is_empty() && !joining =>
+                if ctx.g.providers(t).is_empty() && !joining =>
             {
                 (
                     vec![

@@ -4,13 +4,14 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::Finding;
 use crate::model::ThreadRef;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut covered: HashSet<ThreadRef> = HashSet::new();
+    let mut out: Vec<Finding> = Vec::new();
+    // Which finding of `out` each covered thread belongs to.
+    let mut covered: HashMap<ThreadRef, usize> = HashMap::new();
     for t in ctx.open_stuck() {
-        if ctx.passive(t) || covered.contains(&t) {
+        if ctx.passive(t) || covered.contains_key(&t) {
             continue;
         }
         // Follow stuck providers, preferring other processes and active threads.
@@ -39,31 +40,40 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 break;
             }
         }
-        // Everything reachable belongs to this finding.
+        // Everything reachable belongs to this finding; reaching a thread an earlier finding
+        // covers makes this root part of that finding (each thread is expanded once).
         let mut all = HashSet::from([t]);
+        let mut order = vec![t];
         let mut frontier = vec![t];
+        let mut joins: Option<usize> = None;
         while let Some(c) = frontier.pop() {
             for p in ctx.g.providers(c) {
-                if ctx.g.stuck(*p) && all.insert(*p) {
+                if !ctx.g.stuck(*p) {
+                    continue;
+                }
+                if let Some(i) = covered.get(p) {
+                    joins.get_or_insert(*i);
+                    continue;
+                }
+                if all.insert(*p) {
+                    order.push(*p);
                     frontier.push(*p);
                 }
             }
         }
-        // A root whose stuck set overlaps an earlier finding belongs to it.
-        if let Some(f) = out
-            .iter_mut()
-            .find(|f: &&mut Finding| f.threads.iter().any(|x| all.contains(x)))
-        {
-            for x in all {
-                if !f.threads.contains(&x) && !ctx.zombie(x) {
-                    f.threads.push(x);
-                    f.pids.push(x.pid);
+        if let Some(i) = joins {
+            for x in order {
+                covered.insert(x, i);
+                if !ctx.zombie(x) {
+                    out[i].threads.push(x);
+                    out[i].pids.push(x.pid);
                 }
             }
-            covered.extend(f.threads.iter().copied());
             continue;
         }
-        covered.extend(all.iter().copied());
+        for x in &order {
+            covered.insert(*x, out.len());
+        }
         let last = *chain.last().unwrap_or(&t);
         let culprit = chain.iter().find_map(|x| ctx.code_line(*x));
         let pattern = if cycle { "deadlock" } else { "stuck" };

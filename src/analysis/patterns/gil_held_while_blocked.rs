@@ -7,17 +7,21 @@ use crate::analysis::types::{BlockedOn, Finding};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
-    for h in ctx.open_stuck() {
+    let open = ctx.open_stuck();
+    let gil_waiters: Vec<_> = open
+        .iter()
+        .copied()
+        .filter(|w| matches!(ctx.blocked(*w), Some(BlockedOn::Gil)))
+        .collect();
+    for h in open {
         let Some(py) = ctx.py(h) else { continue };
         if !py.owns_gil || matches!(ctx.blocked(h), Some(BlockedOn::Running)) {
             continue;
         }
-        let waiters: Vec<_> = ctx
-            .open_stuck()
-            .into_iter()
-            .filter(|w| {
-                w.pid == h.pid && *w != h && matches!(ctx.blocked(*w), Some(BlockedOn::Gil))
-            })
+        let waiters: Vec<_> = gil_waiters
+            .iter()
+            .copied()
+            .filter(|w| w.pid == h.pid && *w != h)
             .collect();
         if waiters.is_empty() {
             continue;
@@ -26,7 +30,9 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let holder_wait = ctx.link(h).waits_on;
         let mut chain: Vec<_> = waiters
             .iter()
-            .take(3)
+            // One waiter stands for all (each of them, periodic threads included, is stuck
+            // behind the same holder; the evidence lists them).
+            .take(1)
             .map(|w| ctx.link_with(*w, format!("waits for the GIL, held by thread {}", h.tid)))
             .collect();
         chain.push(ctx.link_with(h, format!("holds the GIL while blocked in {holder_wait}")));
@@ -42,7 +48,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 waiters.len(),
                 waiters
                     .iter()
-                    .map(|w| w.tid.to_string())
+                    .map(|w| format!("{} ({})", w.tid, ctx.name(*w)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -1,6 +1,8 @@
 //! `ipc_cycle`: processes wait on each other through pipes, sockets or semaphores in a cycle
-//! (both ends of a duplex Pipe in recv; JoinableQueue.join against a consumer in get).
-//! Fixtures: ipc_cycle.py, ipc_cycle_joinable.py.
+//! (both ends of a duplex Pipe in recv; JoinableQueue.join against a consumer in get). A cycle
+//! needs at least two distinct resources: processes that only wait on one and the same pipe or
+//! lock (fork children that each inherited the other's copy of a queue) are not a cycle of
+//! waits. Fixtures: ipc_cycle.py, ipc_cycle_joinable.py.
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
@@ -8,8 +10,9 @@ use crate::model::{Pid, ThreadRef};
 use std::collections::{HashMap, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
-    // Process-level edges P -> Q: a stuck thread of P waits on IPC that only Q could serve.
-    let mut edges: HashMap<Pid, Vec<(Pid, ThreadRef)>> = HashMap::new();
+    // Process-level edges P -> Q: a stuck thread of P waits on IPC (a resource) that only Q
+    // could serve.
+    let mut edges: HashMap<Pid, Vec<(Pid, ThreadRef, String)>> = HashMap::new();
     for t in ctx.open_stuck() {
         if ctx.passive(t) {
             continue;
@@ -30,11 +33,12 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         if !ipc {
             continue;
         }
+        let resource = ctx.blocked(t).map(resource_of).unwrap_or_default();
         for p in ctx.g.providers(t) {
             if p.pid != t.pid && !ctx.passive(*p) {
                 let e = edges.entry(t.pid).or_default();
-                if !e.iter().any(|(q, _)| *q == p.pid) {
-                    e.push((p.pid, t));
+                if !e.iter().any(|(q, _, r)| *q == p.pid && *r == resource) {
+                    e.push((p.pid, t, resource.clone()));
                 }
             }
         }
@@ -50,7 +54,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut used: HashSet<Pid> = HashSet::new();
     let mut backward: HashMap<Pid, Vec<Pid>> = HashMap::new();
     for (p, v) in &edges {
-        for (q, _) in v {
+        for (q, _, _) in v {
             backward.entry(*q).or_default().push(*p);
         }
     }
@@ -70,7 +74,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let fwd = reach(start, &|p| {
             edges
                 .get(&p)
-                .map(|v| v.iter().map(|(q, _)| *q).collect())
+                .map(|v| v.iter().map(|(q, _, _)| *q).collect())
                 .unwrap_or_default()
         });
         let back = reach(start, &|p| backward.get(&p).cloned().unwrap_or_default());
@@ -80,20 +84,25 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         if used.contains(&s) {
             continue;
         }
-        // Depth-first search for a path back to s.
-        let mut stack = vec![(s, vec![])];
+        // Depth-first search for a path back to s through two or more distinct resources.
+        let mut stack: Vec<(Pid, Vec<(ThreadRef, String)>)> = vec![(s, vec![])];
         while let Some((cur, path)) = stack.pop() {
-            for (q, t) in edges.get(&cur).cloned().unwrap_or_default() {
-                let mut p2: Vec<ThreadRef> = path.clone();
-                p2.push(t);
-                // A cycle needs two distinct resources: waiters that all wait on the same one
-                // (a barrier whose last party died) wait on it, not on each other.
-                if q == s && distinct_waits(ctx, &p2) >= 2 {
-                    used.extend(group(s));
-                    out.push(finding(ctx, &p2));
-                    continue 'starts;
+            for (q, t, r) in edges.get(&cur).cloned().unwrap_or_default() {
+                let mut p2 = path.clone();
+                p2.push((t, r));
+                if q == s {
+                    let mut resources: Vec<&String> = p2.iter().map(|(_, r)| r).collect();
+                    resources.sort();
+                    resources.dedup();
+                    if resources.len() >= 2 {
+                        let cycle: Vec<ThreadRef> = p2.iter().map(|(t, _)| *t).collect();
+                        used.extend(group(s));
+                        out.push(finding(ctx, &cycle));
+                        continue 'starts;
+                    }
+                    continue;
                 }
-                if p2.len() < 8 && !p2.iter().any(|x| x.pid == q) && !used.contains(&q) {
+                if p2.len() < 8 && !p2.iter().any(|(x, _)| x.pid == q) && !used.contains(&q) {
                     stack.push((q, p2));
                 }
             }
@@ -102,16 +111,21 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     out
 }
 
-fn distinct_waits(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> usize {
-    let mut waits: Vec<&BlockedOn> = cycle.iter().filter_map(|t| ctx.blocked(*t)).collect();
-    waits.dedup();
-    let mut distinct: Vec<&BlockedOn> = Vec::new();
-    for w in waits {
-        if !distinct.contains(&w) {
-            distinct.push(w);
+/// The resource a wait is on, as a key: the pipe, the socket receive queue, the semaphore, the
+/// lock word.
+fn resource_of(b: &BlockedOn) -> String {
+    match b {
+        BlockedOn::PipeRead { inode } | BlockedOn::PipeWrite { inode, .. } => {
+            format!("pipe:{inode}")
         }
+        // A socket's receive queue: a reader waits on its own, a writer fills its peer's (the
+        // two directions of a duplex Pipe are two resources).
+        BlockedOn::SocketRead { inode, .. } => format!("socket:{inode}"),
+        BlockedOn::SocketWrite { inode, peer } => format!("socket:{}", peer.unwrap_or(*inode)),
+        BlockedOn::Semaphore { key } => format!("sem:{key}"),
+        BlockedOn::ThreadLock { uaddr } => format!("lock:{uaddr:#x}"),
+        other => crate::analysis::describe::short(other),
     }
-    distinct.len()
 }
 
 fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {

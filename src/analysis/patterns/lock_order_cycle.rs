@@ -6,6 +6,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::ThreadRef;
+use std::collections::{HashMap, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -20,7 +21,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
 fn holders_of(ctx: &Ctx<'_>, t: ThreadRef) -> Option<Vec<ThreadRef>> {
     match ctx.blocked(t)? {
         BlockedOn::Semaphore { key } => {
-            let h = ctx.idx.snap.semaphore(key)?.holders.as_ref()?;
+            let h = ctx.idx.semaphore(key)?.holders.as_ref()?;
             if !h.iter().any(|s| s.maxvalue == 1) {
                 return None;
             }
@@ -56,19 +57,24 @@ fn holders_of(ctx: &Ctx<'_>, t: ThreadRef) -> Option<Vec<ThreadRef>> {
 }
 
 fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
-    let stuck = ctx.open_stuck();
+    let stuck_list = ctx.open_stuck();
+    let stuck: HashSet<ThreadRef> = stuck_list.iter().copied().collect();
+    // Each thread is walked from once: a walk that reaches a thread walked before can only
+    // find a cycle already looked for.
+    let mut walked: HashSet<ThreadRef> = HashSet::new();
     // Every disjoint cycle (a merge of several hosts can hold one per host).
     let mut out: Vec<Finding> = Vec::new();
-    for start in &stuck {
-        if out.iter().any(|f| f.threads.contains(start)) {
+    for start in &stuck_list {
+        if walked.contains(start) {
             continue;
         }
         let mut path = vec![*start];
+        let mut on_path: HashMap<ThreadRef, usize> = HashMap::from([(*start, 0)]);
         let mut cur = *start;
         while let Some(next) =
             holders_of(ctx, cur).and_then(|hs| hs.into_iter().find(|h| stuck.contains(h)))
         {
-            if let Some(i) = path.iter().position(|p| *p == next) {
+            if let Some(i) = on_path.get(&next).copied() {
                 let cycle = path[i..].to_vec();
                 if cycle.len() < 2 || out.iter().any(|f| f.threads.contains(&cycle[0])) {
                     break;
@@ -76,9 +82,14 @@ fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
                 out.push(finding(ctx, &cycle, "each holds a lock the next one waits for (the holders come from the SemLock objects' count and last_tid, or the mutex __owner)"));
                 break;
             }
+            if walked.contains(&next) {
+                break;
+            }
+            on_path.insert(next, path.len());
             path.push(next);
             cur = next;
         }
+        walked.extend(path);
     }
     out
 }
@@ -89,7 +100,11 @@ fn within_process(ctx: &Ctx<'_>) -> Vec<Finding> {
     pids.dedup();
     for pid in pids {
         let all = ctx.idx.threads_of(pid);
-        if all.iter().any(|t| !ctx.g.stuck(*t)) {
+        // Every thread stuck, but for periodic ones (which release nothing without evidence).
+        if all
+            .iter()
+            .any(|t| !ctx.g.stuck(*t) && !ctx.g.housekeeping.contains(t))
+        {
             continue;
         }
         // Threads blocked acquiring a private lock directly from user code.

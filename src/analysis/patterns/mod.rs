@@ -28,7 +28,7 @@ mod undrained_queue_at_exit;
 use super::describe;
 use super::graph::Graph;
 use super::index::Index;
-use super::types::{BlockedOn, ChainLink, CodeLine, Finding, Severity};
+use super::types::{Assumption, BlockedOn, ChainLink, CodeLine, Finding, Severity};
 use crate::model::{Pid, PyThread, ThreadRef, Tid};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -130,7 +130,9 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
         explained: HashSet::new(),
     };
     let mut findings: Vec<Finding> = Vec::new();
+    let mut deps = Dependents::new(g);
     for d in DETECTORS {
+        let before = findings.len();
         for f in (d.detect)(&ctx) {
             debug_assert_eq!(f.pattern, d.id);
             ctx.explained.extend(f.threads.iter().copied());
@@ -138,59 +140,138 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
         }
         // Threads that only wait on what this detector explained belong to its findings, so
         // that a later, less specific detector does not explain them again.
-        attach_dependents(&ctx, &mut findings);
-        for f in &findings {
+        deps.attach(&ctx, &mut findings, before);
+        for f in &findings[before..] {
             ctx.explained.extend(f.threads.iter().copied());
         }
     }
     findings.extend(generic::detect(&ctx));
     for f in &mut findings {
+        // Threads that can progress (periodic ones, a running thread of a process a detector
+        // took whole) are not part of the hang, unless the chain names them.
+        let chain: Vec<ThreadRef> = f.chain.iter().map(|l| l.thread).collect();
+        f.threads.retain(|t| g.stuck(*t) || chain.contains(t));
         f.pids.sort();
         f.pids.dedup();
         f.user_lines = f.threads.iter().filter_map(|t| ctx.code_line(*t)).collect();
+        f.assumed = assumptions(g, &f.threads);
+        f.evidence.extend(assumption_lines(&f.assumed));
     }
     findings.sort_by_key(|f| f.severity);
     findings
 }
 
-/// Stuck threads whose providers lead only into one finding's threads join that finding.
-fn attach_dependents(ctx: &Ctx<'_>, findings: &mut [Finding]) {
-    if findings.is_empty() {
-        return;
-    }
-    // The first finding holding each thread (kept up to date as threads are attached).
-    let mut owner: HashMap<ThreadRef, usize> = HashMap::new();
-    for (i, f) in findings.iter().enumerate() {
-        for t in &f.threads {
-            owner.entry(*t).or_insert(i);
-        }
-    }
-    for t in ctx.g.order.iter().copied() {
-        if !ctx.g.stuck(t) || ctx.explained.contains(&t) || ctx.zombie(t) {
-            continue;
-        }
-        // Breadth-first over stuck providers until an explained thread is met.
-        let mut seen = HashSet::from([t]);
-        let mut frontier = VecDeque::from([t]);
-        let mut hit = None;
-        while let Some(cur) = frontier.pop_front() {
-            for p in ctx.g.providers(cur) {
-                if let Some(i) = owner.get(p) {
-                    hit = Some(*i);
-                    break;
+/// The periodic threads left out of the providers of `threads`, each with what it is assumed
+/// not to do, in thread order.
+fn assumptions(g: &Graph, threads: &[ThreadRef]) -> Vec<Assumption> {
+    let mut out: Vec<Assumption> = Vec::new();
+    for t in threads {
+        for (p, what) in g.assumed(*t) {
+            let i = match out.iter().position(|a| a.thread == *p) {
+                Some(i) => i,
+                None => {
+                    out.push(Assumption {
+                        thread: *p,
+                        periodic: g.periodic.get(p).cloned().unwrap_or_default(),
+                        will_not: Vec::new(),
+                    });
+                    out.len() - 1
                 }
-                if seen.insert(*p) && ctx.g.stuck(*p) {
-                    frontier.push_back(*p);
-                }
-            }
-            if hit.is_some() {
-                break;
+            };
+            if !out[i].will_not.contains(what) {
+                out[i].will_not.push(what.clone());
             }
         }
-        if let Some(i) = hit {
+    }
+    out.sort_by_key(|a| a.thread);
+    out
+}
+
+/// One evidence line per group of periodic threads assumed not to do the same things:
+/// `assuming thread 8124 (heartbeat, sleeping at app.py:40) will not read pipe:[6692]`.
+fn assumption_lines(assumed: &[Assumption]) -> Vec<String> {
+    let mut groups: Vec<(&[String], Vec<&Assumption>)> = Vec::new();
+    for a in assumed {
+        match groups.iter_mut().find(|(w, _)| *w == a.will_not.as_slice()) {
+            Some((_, v)) => v.push(a),
+            None => groups.push((a.will_not.as_slice(), vec![a])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(will_not, who)| {
+            let names: Vec<String> = who
+                .iter()
+                .map(|a| format!("{} ({})", a.thread.tid, a.periodic))
+                .collect();
+            format!(
+                "assuming thread{} {} will not {}",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", "),
+                will_not.join(" or ")
+            )
+        })
+        .collect()
+}
+
+/// Stuck threads whose providers lead only into one finding's threads join that finding: the
+/// one whose threads they reach first, breadth-first backwards over the stuck waiters. The
+/// reverse edges are built once per analysis and each thread is visited once (linear).
+struct Dependents {
+    waiters: HashMap<ThreadRef, Vec<ThreadRef>>,
+    rank: HashMap<ThreadRef, usize>,
+    owner: HashMap<ThreadRef, usize>,
+}
+
+impl Dependents {
+    fn new(g: &Graph) -> Dependents {
+        let mut waiters: HashMap<ThreadRef, Vec<ThreadRef>> = HashMap::new();
+        let mut rank: HashMap<ThreadRef, usize> = HashMap::new();
+        for (i, t) in g.order.iter().enumerate() {
+            rank.insert(*t, i);
+            if g.stuck(*t) {
+                for p in g.providers(*t) {
+                    waiters.entry(*p).or_default().push(*t);
+                }
+            }
+        }
+        Dependents {
+            waiters,
+            rank,
+            owner: HashMap::new(),
+        }
+    }
+
+    /// Attaches the dependents of `findings[from..]` (those of earlier findings are attached
+    /// already).
+    fn attach(&mut self, ctx: &Ctx<'_>, findings: &mut [Finding], from: usize) {
+        let mut queue: VecDeque<ThreadRef> = VecDeque::new();
+        for (i, f) in findings.iter().enumerate().skip(from) {
+            for t in &f.threads {
+                if !self.owner.contains_key(t) {
+                    self.owner.insert(*t, i);
+                    queue.push_back(*t);
+                }
+            }
+        }
+        let mut added: Vec<(usize, ThreadRef)> = Vec::new();
+        while let Some(p) = queue.pop_front() {
+            let i = self.owner.get(&p).copied().unwrap_or(from);
+            for w in self.waiters.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+                if self.owner.contains_key(w) || ctx.explained.contains(w) {
+                    continue;
+                }
+                self.owner.insert(*w, i);
+                queue.push_back(*w);
+                if !ctx.zombie(*w) {
+                    added.push((i, *w));
+                }
+            }
+        }
+        added.sort_by_key(|(_, t)| self.rank.get(t).copied().unwrap_or(usize::MAX));
+        for (i, t) in added {
             findings[i].threads.push(t);
             findings[i].pids.push(t.pid);
-            owner.entry(t).or_insert(i);
         }
     }
 }
@@ -280,7 +361,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn pipe_fill(&self, inode: crate::model::Inode) -> String {
-        match self.idx.snap.pipe(inode) {
+        match self.idx.pipe(inode) {
             Some(p) => format!(
                 "pipe:[{inode}] holds {} bytes (capacity {})",
                 p.buffered.map(|b| b.to_string()).unwrap_or("?".into()),
@@ -326,6 +407,7 @@ impl Draft {
             fix: self.fix.to_string(),
             evidence: self.evidence,
             doc: format!("docs/patterns/{}.md", self.pattern),
+            assumed: Vec::new(),
         }
     }
 }

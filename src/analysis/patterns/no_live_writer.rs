@@ -7,8 +7,16 @@ use crate::analysis::types::{BlockedOn, Finding};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut seen_pipes = Vec::new();
-    for t in ctx.open_stuck() {
+    let mut seen_pipes = std::collections::HashSet::new();
+    let open = ctx.open_stuck();
+    let mut readers_of: std::collections::HashMap<crate::model::Inode, Vec<_>> =
+        std::collections::HashMap::new();
+    for r in &open {
+        if let Some(BlockedOn::PipeRead { inode }) = ctx.blocked(*r) {
+            readers_of.entry(*inode).or_default().push(*r);
+        }
+    }
+    for t in open.iter().copied() {
         let Some(BlockedOn::PipeRead { inode }) = ctx.blocked(t) else {
             continue;
         };
@@ -24,14 +32,8 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         if writers.is_empty() {
             continue;
         }
-        seen_pipes.push(*inode);
-        let readers: Vec<_> = ctx
-            .open_stuck()
-            .into_iter()
-            .filter(
-                |r| matches!(ctx.blocked(*r), Some(BlockedOn::PipeRead { inode: i }) if i == inode),
-            )
-            .collect();
+        seen_pipes.insert(*inode);
+        let readers: Vec<_> = readers_of.get(inode).cloned().unwrap_or_default();
         let mut writer_pids: Vec<_> = writers.iter().map(|h| h.pid).collect();
         writer_pids.dedup();
         // The writer most likely to owe the message: a holder that is not itself reading.

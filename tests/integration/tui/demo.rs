@@ -100,6 +100,7 @@ fn process(
         role,
         threads,
         fds,
+        appeared: Vec::new(),
         sem_maps: Vec::new(),
         status_fds: Vec::new(),
     }
@@ -252,6 +253,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             buffered: Some(48352),
             capacity: Some(65536),
             later_buffered: Vec::new(),
+            outside: None,
         }],
         semaphores: Vec::new(),
         gone: Vec::new(),
@@ -350,6 +352,7 @@ pub fn report(later_ms: u64) -> Report {
             "3737 (QueueFeederThread) sits in write(fd 4, 3009 B)".into(),
         ],
         doc: "docs/patterns/join_before_drain.md".into(),
+        assumed: Vec::new(),
     };
     Report {
         schema: REPORT_SCHEMA.into(),
