@@ -224,10 +224,10 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
         }
     }
 
-    translate_ns_owners(&mut procs);
     if opts.python {
         add_python(&mut procs, n);
     }
+    translate_ns_owners(&mut procs);
     phase("python");
     objects::add_lock_owners(&mut procs);
     let max_stop_us = if opts.native {
@@ -806,10 +806,10 @@ fn tid_space(p: &ProcessSnap) -> (Vec<i32>, HashMap<i32, i32>) {
     }
 }
 
-/// Mutex owners read from target memory, and the child a wait4/waitid names, are ids of the
-/// target's PID namespace. For processes in another namespace, map them to mphang's TIDs
-/// through the `NSpid` lines of the tree's threads (an id not found in the tree keeps its
-/// namespace value).
+/// Mutex owners read from target memory, the child a wait4/waitid names and a forkserver's
+/// children (`status_fds`) are ids of the target's PID namespace. For processes in another
+/// namespace, map them to mphang's TIDs through the `NSpid` lines of the tree's threads (an id
+/// not found in the tree keeps its namespace value).
 fn translate_ns_owners(procs: &mut [Raw]) {
     if procs.iter().all(|r| r.snap.ns_pid.is_none()) {
         return;
@@ -819,6 +819,12 @@ fn translate_ns_owners(procs: &mut [Raw]) {
         map.extend(native::ns_tid_map(r.snap.pid));
     }
     for r in procs.iter_mut().filter(|r| r.snap.ns_pid.is_some()) {
+        // A forkserver's `pid_to_fd` names its children by namespace pid too.
+        for s in &mut r.snap.status_fds {
+            if let Some(host) = map.get(&s.child.0) {
+                s.child = Pid(host.0);
+            }
+        }
         for t in &mut r.snap.threads {
             if let SyscallState::Blocked(s) = &mut t.syscall {
                 match &mut s.decoded {
