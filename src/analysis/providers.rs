@@ -163,7 +163,7 @@ fn fed_from_outside(cx: &Cx<'_>, t: ThreadRef) -> bool {
                 || idx.socket_counterparts(*inode, *peer).is_empty()
         }
         Some(BlockedOn::TcpRead { inode, .. }) => {
-            matches!(super::tcp::providers(idx, t, *inode, true), Err(_))
+            super::tcp::providers(idx, t, *inode, true).is_err()
         }
         _ => false,
     }
