@@ -7,6 +7,7 @@ mod live;
 mod multi_host;
 mod native;
 mod pytest_plugin;
+mod registry;
 mod replay;
 mod replay_pythons;
 mod run;
