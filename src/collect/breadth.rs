@@ -34,7 +34,7 @@ pub struct Breadth {
 fn uid_and_comm(pid: i32) -> Option<(u32, String, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let uid = procfs::parse_status(&status).uid?;
-    let stat = procfs::parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let stat = procfs::read_stat(pid)?;
     Some((uid, stat.comm, stat.num_threads))
 }
 

@@ -1,5 +1,6 @@
-//! Pure parsers for `/proc` text (`stat`, `status`, `syscall`, `maps`, `limits`, `wchan`).
-//! They take `&str` and never touch the OS, so they are tested on captured text.
+//! Pure parsers for `/proc` text (`stat`, `status`, `syscall`, `maps`, `limits`, `wchan`), the
+//! only ones in mphang. They take `&str` and never touch the OS, so they are tested on captured
+//! text; [`read_stat`] is the one reader of a `stat` file.
 
 /// The fields of `/proc/PID/stat` (or `task/TID/stat`) that mphang uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,10 +14,25 @@ pub struct Stat {
     pub stime: u64,
     pub num_threads: u32,
     pub start_ticks: u64,
+    /// Field 52: the wait status of a zombie (0 while alive, or when not permitted; absent on
+    /// kernels before 3.5).
+    pub exit_code: Option<i32>,
+}
+
+impl Stat {
+    /// User plus system time, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        self.utime + self.stime
+    }
 }
 
 /// `PF_KTHREAD` from include/linux/sched.h.
 pub const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Reads and parses `/proc/PID/stat` (or `/proc/TID/stat`); None once it is gone.
+pub fn read_stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
 
 /// Parses a stat line. The comm may contain spaces and parentheses, so split on the last `)`.
 pub fn parse_stat(text: &str) -> Option<Stat> {
@@ -35,6 +51,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         stime: field(15)?.parse().ok()?,
         num_threads: field(20)?.parse().ok()?,
         start_ticks: field(22)?.parse().ok()?,
+        exit_code: field(52).and_then(|f| f.parse().ok()),
     })
 }
 

@@ -71,8 +71,7 @@ fn is_python(pid: i32) -> bool {
 }
 
 fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    super::procfs::parse_stat(&stat).map(|s| s.ppid)
+    super::procfs::read_stat(pid).map(|s| s.ppid)
 }
 
 /// The roots of every Python tree on this host that `sel` selects, lowest pid first.

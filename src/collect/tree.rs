@@ -35,10 +35,7 @@ fn ppid_map() -> HashMap<i32, Vec<i32>> {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            if let Some(st) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| super::procfs::parse_stat(&s))
-            {
+            if let Some(st) = super::procfs::read_stat(pid) {
                 m.entry(st.ppid).or_default().push(pid);
             }
         }

@@ -74,34 +74,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The fields of `/proc/PID/stat` the tracker needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    ppid: i32,
-    cpu_ticks: u64,
-    start_ticks: u64,
-    /// Field 52: the wait status of a zombie (0 while alive, or when not permitted).
-    exit_code: Option<i32>,
-}
-
-/// Parses `/proc/PID/stat` (the comm field may contain spaces and parentheses).
-fn parse_stat(text: &str) -> Option<Stat> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok());
-    Some(Stat {
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        cpu_ticks: num(11)? + num(12)?,
-        start_ticks: num(19)?,
-        exit_code: f.get(49).and_then(|s| s.parse().ok()),
-    })
-}
-
-fn read_stat(pid: i32) -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
+use crate::collect::procfs::read_stat;
 
 /// The start time of `pid` (clock ticks since boot) while it lives; None once it is gone or a
 /// zombie. Two reads giving the same value mean the same process (pids are reused).
@@ -309,10 +282,10 @@ impl Tracker {
                 let zombie = (stat.state == 'Z').then(|| stat.exit_code.map(RawStatus));
                 let seen = match self.live.remove(&pid) {
                     Some(old) if old.start_ticks == stat.start_ticks => {
-                        activity += stat.cpu_ticks.saturating_sub(old.cpu_ticks);
+                        activity += stat.cpu_ticks().saturating_sub(old.cpu_ticks);
                         Seen {
                             ppid: stat.ppid,
-                            cpu_ticks: stat.cpu_ticks,
+                            cpu_ticks: stat.cpu_ticks(),
                             zombie: zombie.or(old.zombie),
                             ..old
                         }
@@ -337,7 +310,7 @@ impl Tracker {
                             ppid: stat.ppid,
                             cmdline: read_cmdline(pid),
                             start_ticks: stat.start_ticks,
-                            cpu_ticks: stat.cpu_ticks,
+                            cpu_ticks: stat.cpu_ticks(),
                             first_seen_ms: now_ms(),
                             zombie,
                             pidfd,
@@ -549,10 +522,10 @@ mod tests {
     fn stat_with_odd_comm() {
         let text = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 555 1000 100 \
                     18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
-        let s = parse_stat(text).expect("parses");
+        let s = crate::collect::procfs::parse_stat(text).expect("parses");
         assert_eq!(s.state, 'S');
         assert_eq!(s.ppid, 1);
-        assert_eq!(s.cpu_ticks, 10);
+        assert_eq!(s.cpu_ticks(), 10);
         assert_eq!(s.start_ticks, 555);
         assert_eq!(s.exit_code, Some(0));
     }

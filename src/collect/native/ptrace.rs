@@ -12,10 +12,8 @@ use crate::model::{Pid, Tid};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
-use std::io::IoSliceMut;
 use std::time::{Duration, Instant};
 
 /// Why a thread could not be looked at. None of these is fatal to a sample.
@@ -86,9 +84,7 @@ fn classify(tid: Tid, e: Errno) -> AttachError {
 
 /// The state letter of `/proc/TID/stat` (`R`, `S`, `D`, `Z`, `t`, …), if the thread exists.
 pub fn task_state(tid: Tid) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{}/stat", tid.0)).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().next()?.chars().next()
+    crate::collect::procfs::read_stat(tid.0).map(|s| s.state)
 }
 
 /// `TracerPid` of `/proc/TID/status` (0 = not traced).
@@ -366,15 +362,10 @@ fn wait_sigchld(d: Duration) {
 /// Copies up to `len` bytes at `addr` from process `pid`. Stops at the first unreadable page,
 /// so the result may be shorter; an error only if nothing could be read.
 pub fn read_memory(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
+    usize::try_from(addr).map_err(|_| Errno::EFAULT)?;
     let mut buf = vec![0u8; len];
-    let n = {
-        let mut local = [IoSliceMut::new(&mut buf)];
-        let remote = [RemoteIoVec {
-            base: usize::try_from(addr).map_err(|_| Errno::EFAULT)?,
-            len,
-        }];
-        process_vm_readv(NixPid::from_raw(pid.0), &mut local, &remote)?
-    };
+    let n = crate::collect::memory::read_into(pid.0, addr, &mut buf)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EFAULT)))?;
     buf.truncate(n);
     Ok(buf)
 }
