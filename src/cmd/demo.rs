@@ -23,12 +23,18 @@ fn python(args: &DemoArgs) -> PathBuf {
 }
 
 pub fn run(args: &DemoArgs) -> Result<i32> {
-    let dir = std::env::temp_dir().join(format!("mphang-demo-{}", std::process::id()));
+    let tmp = tempfile::Builder::new()
+        .prefix("mphang-demo-")
+        .tempdir()
+        .map_err(|e| Error::Io {
+            context: "creating a directory for the demo program".into(),
+            source: e,
+        })?;
+    let dir = tmp.path().to_path_buf();
     let io = |e: std::io::Error| Error::Io {
         context: format!("writing the demo program to {}", dir.display()),
         source: e,
     };
-    std::fs::create_dir_all(&dir).map_err(io)?;
     std::fs::write(dir.join("_fixture.py"), HELPER).map_err(io)?;
     let script = dir.join("join_before_drain.py");
     std::fs::write(&script, SCRIPT).map_err(io)?;
@@ -65,7 +71,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             super::EXIT_OK
         })
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     result
 }
 

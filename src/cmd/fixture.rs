@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,8 @@ pub struct Fixture {
     child: Child,
     pub pgid: i32,
     pub ready: Ready,
-    dir: PathBuf,
+    /// Removed when the fixture is dropped.
+    dir: tempfile::TempDir,
 }
 
 fn syscall_nr(pid: i32, tid: i32) -> Option<i64> {
@@ -84,12 +85,11 @@ impl Fixture {
         deadline: Duration,
         env: &[(&str, &str)],
     ) -> Result<Fixture, String> {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("mphang-fx-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let ready_path = dir.join("ready.json");
+        let dir = tempfile::Builder::new()
+            .prefix("mphang-fx-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+        let ready_path = dir.path().join("ready.json");
         let child = Command::new(python)
             .arg(script)
             .env("MPHANG_READY", &ready_path)
@@ -204,7 +204,7 @@ impl Fixture {
 
     /// The fixture's own scratch directory (where its ready file is).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The pid of the fixture's first process.
@@ -230,6 +230,5 @@ impl Drop for Fixture {
             unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

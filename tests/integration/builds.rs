@@ -7,7 +7,7 @@ use mphang::model::{DiagKind, Pid};
 use object::{Object, ObjectSection};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A started process killed on drop.
@@ -20,10 +20,8 @@ impl Drop for Guard {
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mphang-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+fn temp_dir(tag: &str) -> crate::util::TempDir {
+    crate::util::tempdir(tag)
 }
 
 /// Starts `cmd`, waits for its first line on stdout (its readiness), returns the guard.

@@ -60,8 +60,7 @@ fn pid_zero_and_kernel_threads_are_refused() {
 
 #[test]
 fn bad_from_files_are_plain_errors() {
-    let dir = std::env::temp_dir().join(format!("mphang-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
+    let dir = crate::util::tempdir("cli");
     let garbage = dir.join("garbage.json");
     std::fs::write(&garbage, "not json").expect("write");
     let wrong = dir.join("wrong.json");
@@ -148,8 +147,7 @@ fn no_permission_names_the_missing_right() {
     }
     // The checkout may sit in a directory `nobody` cannot enter: run a world-readable copy.
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("mphang-perm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let dir = crate::util::tempdir("perm");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
     let exe = dir.join("mphang");
     std::fs::copy(env!("CARGO_BIN_EXE_mphang"), &exe).expect("copy binary");

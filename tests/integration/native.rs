@@ -26,13 +26,9 @@ pub(crate) fn fixture() -> PathBuf {
 
 /// A fresh directory per call (unique even when two tests pass the same name: tests run in
 /// parallel and each fixture's readiness file lives here).
-pub(crate) fn scratch(name: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("mphang-native-{}-{n}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+/// Removed when dropped (tempfile).
+pub(crate) fn scratch(name: &str) -> crate::util::TempDir {
+    crate::util::tempdir(&format!("native-{name}"))
 }
 
 /// A fixture process in its own process group; Drop kills the whole group and reaps the leader.

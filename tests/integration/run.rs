@@ -39,24 +39,19 @@ macro_rules! require_python {
     };
 }
 
-/// A scratch directory removed on Drop.
-pub(crate) struct Scratch(pub(crate) PathBuf);
+/// A scratch directory (tempfile) removed on Drop; `.0` is its path.
+pub(crate) struct Scratch(pub(crate) PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Scratch {
     pub(crate) fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("mphang-run-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
+        let t = tempfile::Builder::new()
+            .prefix(&format!("mphang-run-{name}-"))
+            .tempdir()
+            .expect("create scratch dir");
+        Scratch(t.path().to_path_buf(), t)
     }
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

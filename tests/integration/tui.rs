@@ -13,7 +13,6 @@ use mphang::tui::history::Status;
 use mphang::tui::{action_for, keymap, run, view};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -184,17 +183,14 @@ fn p_pauses_refreshing() {
     assert_eq!(app.history.refreshes, 3);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mphang-tui-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+fn temp_dir(name: &str) -> crate::util::TempDir {
+    crate::util::tempdir(&format!("tui-{name}"))
 }
 
 #[test]
 fn s_saves_a_loadable_snapshot() {
     let dir = temp_dir("save");
-    let mut app = App::new(demo::PARENT, Duration::from_secs(1), dir.clone());
+    let mut app = App::new(demo::PARENT, Duration::from_secs(1), dir.to_path_buf());
     app.update(key('s'));
     assert!(app
         .status

@@ -557,3 +557,35 @@ fn the_matrix_covers_every_method_at_the_edges_and_defaults_between() {
         assert_eq!(runs.iter().filter(|r| r.python == *p).count(), 3);
     }
 }
+
+/// A scratch directory from tempfile, removed on Drop; derefs to its path.
+pub struct TempDir(tempfile::TempDir);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
+}
+
+/// A fresh scratch directory named `mphang-<name>-XXXXXX`, removed when the guard is dropped.
+pub fn tempdir(name: &str) -> TempDir {
+    TempDir(
+        tempfile::Builder::new()
+            .prefix(&format!("mphang-{name}-"))
+            .tempdir()
+            .expect("scratch dir"),
+    )
+}

@@ -211,8 +211,7 @@ fn replay_multi_host_scenarios() {
 #[test]
 fn merge_reads_reports_of_other_versions() {
     let files = scenario("recv_cycle");
-    let dir = std::env::temp_dir().join(format!("mphang-mh-versions-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = crate::util::tempdir("mh-versions");
     // A "newer" report: unknown fields at several levels and an unknown fd kind.
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&files[0]).expect("read")).expect("json");

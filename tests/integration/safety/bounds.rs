@@ -31,11 +31,8 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
     child.wait_with_output().expect("output")
 }
 
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("mphang-bounds-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+fn tmpdir(name: &str) -> crate::util::TempDir {
+    crate::util::tempdir(&format!("bounds-{name}"))
 }
 
 #[test]

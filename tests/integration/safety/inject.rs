@@ -143,9 +143,7 @@ fn run_under_github_actions_forges_no_annotation_and_leaks_no_secret() {
         eprintln!("skipping: no Python");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("mphang-inject-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = crate::util::tempdir("inject");
     let summary = dir.join("summary.md");
     let reports = dir.join("reports");
     let fixture = crate::util::fixture_path("hostile_strings");
