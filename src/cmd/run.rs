@@ -18,6 +18,9 @@ mod github;
 mod junit;
 mod pidfd;
 mod signals;
+mod source;
+mod stderr;
+mod traceback;
 mod tree;
 pub mod watch;
 
@@ -83,17 +86,26 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         _ => connector::Listener::start().ok(),
     };
     let pidfds = source != "poll";
-    let child = std::process::Command::new(program)
-        .args(rest)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: shown.clone(),
-            source,
-        })?;
+    let mut command = std::process::Command::new(program);
+    command.args(rest).process_group(0);
+    // The command's stderr through mphang, for the tracebacks in it (passed on unchanged).
+    let mut capture = None;
+    if stderr::wanted() {
+        if let Ok((read, write)) = stderr::pipe() {
+            if let Ok(c) = stderr::Capture::start(read) {
+                command.stderr(std::process::Stdio::from(write));
+                capture = Some(c);
+            }
+        }
+    }
+    let child = command.spawn().map_err(|source| Error::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
     // mphang reaps with waitpid(-1) itself (it must, for orphans), so the handle is not used.
     let pid = child.id() as i32;
     drop(child);
+    drop(command);
     let mut tree = Tracker::new(pid, exits, pidfds);
     let started = Instant::now();
     let paths = github::Paths::from_env();
@@ -110,15 +122,22 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         }
     };
 
+    let finish = |capture: &mut Option<stderr::Capture>| {
+        if let Some(c) = capture.as_mut() {
+            c.finish(Duration::from_secs(2));
+        }
+    };
     match supervise(&mut tree, args) {
         Outcome::Exited(status) => {
             // Whatever CMD left behind (daemons, orphans) goes with it, silently.
             tree.end_all(args.grace, &interrupted);
+            finish(&mut capture);
             junit(junit::Outcome::Finished(status.shell_code()));
             Ok(status.shell_code())
         }
         Outcome::Interrupted => {
             tree.end_all(Duration::ZERO, &interrupted);
+            finish(&mut capture);
             junit(junit::Outcome::Interrupted);
             Ok(EXIT_INTERRUPTED)
         }
@@ -131,7 +150,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                 if live == 1 { "" } else { "es" },
                 tree.status_source()
             );
-            let report = diagnose(&mut tree, pid, !args.no_redact);
+            let past = Past {
+                tracebacks: capture
+                    .as_ref()
+                    .map(stderr::Capture::tracebacks)
+                    .unwrap_or_default(),
+            };
+            let report = diagnose(&mut tree, pid, !args.no_redact, &past);
             junit(junit::Outcome::Deadline {
                 why: &why,
                 report: &report,
@@ -155,6 +180,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     if killed == 1 { "was" } else { "were" }
                 );
             }
+            drop(err);
+            finish(&mut capture);
             Ok(if report.hang {
                 EXIT_TIMEOUT_HANG
             } else {
@@ -211,7 +238,7 @@ fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
 /// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
 /// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
 /// report (the failure is a diagnostic), so the tree is always ended and the files written.
-pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool) -> Report {
+pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past) -> Report {
     tree.poll();
     let opts = CollectOptions {
         looks: 2,
@@ -229,9 +256,24 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool) -> Report {
             None => snapshot.gone.push(g),
         }
     }
-    // The recorded deaths carry command lines too.
+    snapshot.tracebacks = past.tracebacks.clone();
+    let owners = crate::analysis::past::attribute(&snapshot);
+    for (t, owner) in snapshot.tracebacks.iter_mut().zip(owners) {
+        if let Some((p, why)) = owner {
+            t.pid = Some(p);
+            t.attributed = Some(why);
+        }
+    }
+    source::fix_lines(&mut snapshot);
+    // The recorded deaths and the tracebacks carry target strings too.
     crate::model::safe::sanitize(&mut snapshot, redact);
     Report::analyze(snapshot)
+}
+
+/// What `run` saw happen before the diagnosis.
+#[derive(Default)]
+pub(super) struct Past {
+    pub tracebacks: Vec<crate::model::Traceback>,
 }
 
 /// Runs `collect` on its own thread and gives up after [`COLLECT_LIMIT`]: mphang must never
@@ -282,6 +324,8 @@ fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
             kind: DiagKind::Failed,
             message: format!("collection failed: {e}"),
         }],
+        tracebacks: Vec::new(),
+        gone_threads: Vec::new(),
     }
 }
 

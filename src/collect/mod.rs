@@ -217,6 +217,7 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
                         cmdline: Vec::new(),
                         ended: None,
                         ended_at_ms: None,
+                        last_stack: None,
                     });
                 }
                 diagnostics.push(d);
@@ -291,6 +292,8 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
         semaphores,
         gone,
         diagnostics,
+        tracebacks: Vec::new(),
+        gone_threads: Vec::new(),
     };
     for _ in 1..opts.looks.max(1) {
         std::thread::sleep(opts.interval);

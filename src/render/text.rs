@@ -682,6 +682,7 @@ mod tests {
             cmdline: vec!["python3".into(), format!("worker{pid}")],
             ended: Some(ended.into()),
             ended_at_ms: None,
+            last_stack: None,
         };
         snap.gone = (100..138).map(|pid| gone(pid, "exit 0")).collect();
         snap.gone.push(gone(200, "signal 9 (SIGKILL)"));

@@ -372,6 +372,7 @@ impl Tracker {
             cmdline: old.cmdline,
             ended,
             ended_at_ms: at,
+            last_stack: None,
         });
         self.first_seen.insert(pid, old.first_seen_ms);
         prune_gone(&mut self.gone, MAX_GONE);
@@ -403,6 +404,7 @@ impl Tracker {
                         cmdline: e.cmdline,
                         ended: Some(e.status.describe()),
                         ended_at_ms: Some(e.at_ms),
+                        last_stack: None,
                     });
                 }
             }
@@ -565,6 +567,7 @@ mod tests {
             cmdline: Vec::new(),
             ended: Some(ended.into()),
             ended_at_ms: None,
+            last_stack: None,
         };
         let mut gone = vec![
             g(1, "signal 9 (SIGKILL)"),
