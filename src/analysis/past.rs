@@ -20,7 +20,9 @@ pub fn attribute(snap: &Snapshot) -> Vec<Option<(Pid, String)>> {
                 return Some((p, t.attributed.clone().unwrap_or_default()));
             }
             match t.kind {
-                TracebackKind::Process | TracebackKind::Uncaught => died_after(snap, t),
+                TracebackKind::Process | TracebackKind::Uncaught => {
+                    died_after(snap, t).or_else(|| only_zombie(snap, t))
+                }
                 TracebackKind::Thread => thread_owner(snap, t),
                 _ => None,
             }
@@ -50,6 +52,25 @@ fn died_after(snap: &Snapshot, t: &Traceback) -> Option<(Pid, String)> {
                 ),
             )
         })
+}
+
+/// The only zombie of the tree, for a `Process NAME:` traceback when no recorded exit fits
+/// (a zombie's end time is not known).
+fn only_zombie(snap: &Snapshot, t: &Traceback) -> Option<(Pid, String)> {
+    if t.kind != TracebackKind::Process {
+        return None;
+    }
+    let mut z = snap.processes.iter().filter(|p| p.state == 'Z');
+    match (z.next(), z.next()) {
+        (Some(p), None) => Some((
+            p.pid,
+            format!(
+                "{} is the only process that exited (a zombie, not yet joined)",
+                p.pid
+            ),
+        )),
+        _ => None,
+    }
 }
 
 /// The process whose thread of that name went away.

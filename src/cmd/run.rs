@@ -15,6 +15,7 @@
 
 mod connector;
 mod github;
+mod history;
 mod junit;
 mod pidfd;
 mod signals;
@@ -107,6 +108,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     drop(child);
     drop(command);
     let mut tree = Tracker::new(pid, exits, pidfds);
+    // The stack history (`MPHANG_HISTORY=0` turns it off), woken by each connector exit.
+    let history = if std::env::var("MPHANG_HISTORY").map_or(true, |v| v != "0") {
+        let (etx, erx) = std::sync::mpsc::channel();
+        history::History::start(tree.notify_exits(etx).then_some(erx))
+    } else {
+        None
+    };
     let started = Instant::now();
     let paths = github::Paths::from_env();
     let junit = |outcome: junit::Outcome| {
@@ -127,7 +135,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             c.finish(Duration::from_secs(2));
         }
     };
-    match supervise(&mut tree, args) {
+    match supervise(&mut tree, args, history.as_ref()) {
         Outcome::Exited(status) => {
             // Whatever CMD left behind (daemons, orphans) goes with it, silently.
             tree.end_all(args.grace, &interrupted);
@@ -155,6 +163,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     .as_ref()
                     .map(stderr::Capture::tracebacks)
                     .unwrap_or_default(),
+                history: history.as_ref(),
             };
             let report = diagnose(&mut tree, pid, !args.no_redact, &past);
             junit(junit::Outcome::Deadline {
@@ -198,12 +207,15 @@ fn interrupted() -> bool {
 
 /// Polls the tree until CMD exits, a deadline passes, or a second SIGINT arrives; forwards
 /// SIGINT, SIGTERM and SIGHUP to CMD's process group on the way.
-fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
+fn supervise(tree: &mut Tracker, args: &RunArgs, history: Option<&history::History>) -> Outcome {
     let start = Instant::now();
     let mut last_progress = start;
     let mut forwarded = signals::Received::default();
     loop {
         let activity = tree.poll();
+        if let Some(h) = history {
+            h.set_live(tree.live_cpu().into_iter().map(|(p, _)| p).collect());
+        }
         if let Some(status) = tree.child_status() {
             return Outcome::Exited(status);
         }
@@ -238,7 +250,7 @@ fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
 /// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
 /// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
 /// report (the failure is a diagnostic), so the tree is always ended and the files written.
-pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past) -> Report {
+pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past<'_>) -> Report {
     tree.poll();
     let opts = CollectOptions {
         looks: 2,
@@ -256,6 +268,12 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past) 
             None => snapshot.gone.push(g),
         }
     }
+    if let Some(h) = past.history {
+        for g in snapshot.gone.iter_mut().filter(|g| g.last_stack.is_none()) {
+            g.last_stack = h.last(g.pid.0);
+        }
+        snapshot.gone_threads = h.gone_threads();
+    }
     snapshot.tracebacks = past.tracebacks.clone();
     let owners = crate::analysis::past::attribute(&snapshot);
     for (t, owner) in snapshot.tracebacks.iter_mut().zip(owners) {
@@ -272,8 +290,9 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past) 
 
 /// What `run` saw happen before the diagnosis.
 #[derive(Default)]
-pub(super) struct Past {
+pub(super) struct Past<'a> {
     pub tracebacks: Vec<crate::model::Traceback>,
+    pub history: Option<&'a history::History>,
 }
 
 /// Runs `collect` on its own thread and gives up after [`COLLECT_LIMIT`]: mphang must never

@@ -374,12 +374,17 @@ fn finding(
             .unwrap_or_default();
         writeln!(
             out,
-            "  {} {}:{} in {} (pid {}){}",
+            "  {} {}:{} in {}{}{}",
             p.bold("culprit:"),
             c.file,
             c.line,
             c.function,
-            c.pid,
+            // A line from a traceback whose process is not known has pid 0.
+            if c.pid.0 == 0 {
+                String::new()
+            } else {
+                format!(" (pid {})", c.pid)
+            },
             src
         )?;
     }

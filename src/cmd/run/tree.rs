@@ -259,6 +259,26 @@ impl Tracker {
         self.live.keys().map(|&p| Pid(p)).collect()
     }
 
+    /// Live descendants that are not zombies, with the CPU ticks they used.
+    pub fn live_cpu(&self) -> Vec<(i32, u64)> {
+        self.live
+            .iter()
+            .filter(|(_, s)| s.zombie.is_none())
+            .map(|(&pid, s)| (pid, s.cpu_ticks))
+            .collect()
+    }
+
+    /// Subscribes `tx` to the pids of exits the proc connector reports (false without it).
+    pub fn notify_exits(&self, tx: std::sync::mpsc::Sender<i32>) -> bool {
+        match &self.exits {
+            Some(l) => {
+                l.notify(tx);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Live processes reparented to mphang other than the command: the extra roots to collect.
     pub fn orphans(&self) -> Vec<Pid> {
         self.live
