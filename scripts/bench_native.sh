@@ -17,7 +17,7 @@ echo "kernel $(uname -r), $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 nice cargo test --release --test integration --no-run >/dev/null 2>&1
 cargo test --release --test integration -- --ignored --exact native::perf::bench_tree --nocapture --test-threads=1 2>&1 \
     | grep -E '^\|'
-cargo test --release --test integration -- --exact native::perf::pause_seen_by_target_one_at_a_time native::perf::pause_seen_by_target_all_at_once --nocapture --test-threads=1 2>&1 \
+cargo test --release --test integration -- --ignored --exact native::perf::pause_seen_by_target_one_at_a_time native::perf::pause_seen_by_target_all_at_once --nocapture --test-threads=1 2>&1 \
     | grep -E '^pause\['
 cargo test --release --test integration -- --ignored --exact native::perf::pause_with_many_threads native::perf::pause_seen_by_target_under_py_spy --nocapture --test-threads=1 2>&1 \
     | grep -E '^pause\['

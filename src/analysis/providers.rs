@@ -151,6 +151,24 @@ fn polled(cx: &Cx<'_>, t: ThreadRef) -> Vec<Inode> {
         .collect()
 }
 
+/// `t` is blocked reading a pipe or socket whose other end is outside the tree (an execnet or
+/// RPC receiver, a control channel): a service thread driven from outside. Like a periodic
+/// thread it provides a resource of the tree only with [`evidence`]; its wait is not ours.
+fn fed_from_outside(cx: &Cx<'_>, t: ThreadRef) -> bool {
+    let idx = cx.idx;
+    match cx.blocked.get(&t) {
+        Some(BlockedOn::PipeRead { inode }) => !idx.pipe_holders(*inode).iter().any(|h| h.write),
+        Some(BlockedOn::SocketRead { inode, peer }) => {
+            peer.or_else(|| idx.listener_of(*inode)).is_none()
+                || idx.socket_counterparts(*inode, *peer).is_empty()
+        }
+        Some(BlockedOn::TcpRead { inode, .. }) => {
+            super::tcp::providers(idx, t, *inode, true).is_err()
+        }
+        _ => false,
+    }
+}
+
 /// Positive evidence that a periodic thread provides this resource.
 fn evidence(cx: &Cx<'_>, t: ThreadRef, kind: Kind<'_>) -> bool {
     let receiving = |f: &crate::model::PyFrame| {
@@ -226,7 +244,9 @@ fn filter(
         if matches!(kind, Kind::Pipe { reader: true, .. }) && writer_only(cx, c) {
             continue;
         }
-        if cx.periodic.contains(&c) && !evidence(cx, c, kind) {
+        if (cx.periodic.contains(&c) || (kind.ipc() && fed_from_outside(cx, c)))
+            && !evidence(cx, c, kind)
+        {
             assumed.push((c, kind.words(me)));
             continue;
         }

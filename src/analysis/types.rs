@@ -159,14 +159,15 @@ pub struct Finding {
     pub evidence: Vec<String>,
     /// `docs/patterns/<id>.md`.
     pub doc: String,
-    /// Periodic threads the verdict assumes will not provide what a thread of the finding waits
-    /// for (each is also one line of `evidence`).
+    /// Periodic threads (and receivers fed from outside the tree) the verdict assumes will not
+    /// provide what a thread of the finding waits for (each is also one line of `evidence`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assumed: Vec<Assumption>,
 }
 
 /// A periodic thread left out of the providers of a finding's threads: seen to wake and go back
-/// to the same timed wait at the same line, or a known library timer, with no sign that it
+/// to the same timed wait at the same line, or a known library timer, or a receiver blocked on
+/// a pipe or socket fed from outside the tree (execnet, an RPC channel), with no sign that it
 /// uses what they wait for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Assumption {

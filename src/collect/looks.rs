@@ -5,7 +5,9 @@
 //! children that appeared. The judgement itself is `analysis::progress`.
 
 use super::{fds, memory, procfs, python, read_text, tree};
-use crate::model::{Appeared, Inode, Pid, ProcessSnap, Snapshot, ThreadLook, Tid, TimedWait};
+use crate::model::{
+    Appeared, Inode, Pid, ProcessSnap, Snapshot, SyscallState, ThreadLook, Tid, TimedWait,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
@@ -314,4 +316,61 @@ fn restack(
             }
         }
     }
+}
+
+/// A cheap look at a tree already collected: true when anything a full look would show as
+/// movement differs from `prev` (a process or thread came or went, or a thread's state, CPU
+/// time or system call changed). Reads only `stat` and `syscall` per thread and the tree's
+/// `children` files, so `attach` can skip full collections while a hung tree stays hung.
+pub fn quick_changed(prev: &Snapshot) -> bool {
+    let mut roots = vec![prev.root.0];
+    roots.extend(
+        prev.processes
+            .iter()
+            .filter(|p| prev.process(p.ppid).is_none() && p.pid != prev.root)
+            .map(|p| p.pid.0),
+    );
+    let mut now = tree::walk(&roots);
+    now.sort_unstable();
+    let mut before: Vec<i32> = prev.processes.iter().map(|p| p.pid.0).collect();
+    before.sort_unstable();
+    if now != before {
+        return true;
+    }
+    for p in &prev.processes {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", p.pid.0)) else {
+            return true;
+        };
+        if rd.count() != p.threads.len() {
+            return true;
+        }
+        for t in &p.threads {
+            let base = format!("/proc/{}/task/{}", p.pid.0, t.tid.0);
+            let Some(st) = read_text(&format!("{base}/stat"))
+                .ok()
+                .and_then(|s| procfs::parse_stat(&s))
+            else {
+                return true;
+            };
+            if st.state != t.state || st.utime + st.stime != t.cpu_ticks {
+                return true;
+            }
+            let raw = read_text(&format!("{base}/syscall"))
+                .ok()
+                .and_then(|s| procfs::parse_syscall(&s));
+            let same = match (&t.syscall, raw) {
+                (SyscallState::Blocked(s), Some(procfs::RawSyscall::Blocked { nr, args, .. })) => {
+                    s.nr == nr && s.args == args
+                }
+                (SyscallState::Running, Some(procfs::RawSyscall::Running)) => true,
+                (SyscallState::UserStopped, Some(procfs::RawSyscall::UserStopped)) => true,
+                (SyscallState::Unknown, None) => true,
+                _ => false,
+            };
+            if !same {
+                return true;
+            }
+        }
+    }
+    false
 }

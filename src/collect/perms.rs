@@ -1,4 +1,9 @@
-//! Permission checks: which right is missing to read a process, and the remedy.
+//! Permission checks: which right is missing to read a process, and the remedy; the checks on
+//! a root before anything is read.
+
+use super::procfs;
+use crate::error::{Error, Result};
+use crate::model::Pid;
 
 /// Yama's ptrace_scope, when the kernel has Yama.
 pub fn ptrace_scope() -> Option<u32> {
@@ -43,5 +48,44 @@ pub fn remedy() -> String {
     match ptrace_scope() {
         Some(1) | Some(2) => "run mphang with sudo, or `echo 0 | sudo tee /proc/sys/kernel/yama/ptrace_scope`; in Docker add --cap-add SYS_PTRACE (docs/permissions.md)".into(),
         _ => "run mphang as the target's user or with sudo; in Docker add --cap-add SYS_PTRACE, in Kubernetes the SYS_PTRACE capability (docs/permissions.md)".into(),
+    }
+}
+
+/// Checks that `root` is a user process mphang may read; the errors of `report <pid>`.
+pub fn check_root(root: Pid) -> Result<()> {
+    if root.0 <= 0 {
+        return Err(Error::NotAUserProcess(root));
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{}/stat", root.0)) {
+        Ok(s) => s,
+        Err(_) => return Err(Error::NoSuchProcess(root)),
+    };
+    let st = procfs::parse_stat(&stat).ok_or(Error::NoSuchProcess(root))?;
+    if st.flags & procfs::PF_KTHREAD != 0 || root.0 == 2 || st.ppid == 2 {
+        return Err(Error::NotAUserProcess(root));
+    }
+    if st.state == 'Z' {
+        return Err(Error::NoSuchProcess(root));
+    }
+    match std::fs::read_to_string(format!("/proc/{}/syscall", root.0)) {
+        Ok(_) => Ok(()),
+        // ptrace-level access refused but /proc's read-level files open (e.g. Yama
+        // ptrace_scope=1, same uid): go on with what /proc allows; each process records why.
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
+                && std::fs::read_dir(format!("/proc/{}/fd", root.0)).is_ok() =>
+        {
+            Ok(())
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            let uid = std::fs::read_to_string(format!("/proc/{}/status", root.0))
+                .ok()
+                .and_then(|s| procfs::parse_status(&s).uid);
+            Err(Error::PermissionDenied {
+                pid: root,
+                why: explain(uid),
+            })
+        }
+        Err(_) => Err(Error::NoSuchProcess(root)),
     }
 }

@@ -161,7 +161,8 @@ pub fn run(idx: &Index<'_>, g: &Graph) -> Vec<Finding> {
     findings
 }
 
-/// The periodic threads left out of the providers of `threads`, each with what it is assumed
+/// The periodic threads (and receivers fed from outside the tree) left out of the providers
+/// of `threads`, each with what it is assumed
 /// not to do, in thread order.
 fn assumptions(g: &Graph, threads: &[ThreadRef]) -> Vec<Assumption> {
     let mut out: Vec<Assumption> = Vec::new();
@@ -172,7 +173,9 @@ fn assumptions(g: &Graph, threads: &[ThreadRef]) -> Vec<Assumption> {
                 None => {
                     out.push(Assumption {
                         thread: *p,
-                        periodic: g.periodic.get(p).cloned().unwrap_or_default(),
+                        periodic: g.periodic.get(p).cloned().unwrap_or_else(|| {
+                            "a receiver waiting on input from outside the tree".into()
+                        }),
                         will_not: Vec::new(),
                     });
                     out.len() - 1

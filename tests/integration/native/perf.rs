@@ -97,9 +97,9 @@ fn pause_run_with(mode: StopMode, blocked: usize) {
         total.as_micros() / 100
     );
     assert!(ns > 0 && nb > 0, "no gap windows recorded");
-    // Sanity bounds only (the figures are for docs/native.md). They must hold even when the
-    // whole test suite runs in parallel on a loaded 2-CPU machine, where a runnable thread can
-    // wait milliseconds for a CPU before it reaches the stop.
+    // Sanity bounds only (the figures are for docs/native.md and docs/performance.md). Timing
+    // belongs to the benchmark: these run by hand (`scripts/bench_native.sh`), not in the suite,
+    // where a loaded 2-CPU machine makes a runnable thread wait milliseconds for a CPU.
     let p90 = stops[stops.len() * 9 / 10];
     assert!(p90 < Duration::from_millis(50), "p90 stop {p90:?}");
     assert!(
@@ -175,11 +175,13 @@ fn pause_with_many_threads() {
 }
 
 #[test]
+#[ignore = "benchmark (timing); run scripts/bench_native.sh"]
 fn pause_seen_by_target_one_at_a_time() {
     pause_run(StopMode::OneAtATime);
 }
 
 #[test]
+#[ignore = "benchmark (timing); run scripts/bench_native.sh"]
 fn pause_seen_by_target_all_at_once() {
     pause_run(StopMode::AllAtOnce);
 }
