@@ -217,37 +217,42 @@ fn set_culprit(f: &mut Finding, c: CodeLine) {
 }
 
 /// The process that died abnormally (not `exit 0`) most recently and was seen alive with a
-/// user line, and the sentence saying so: "4242 was last seen at worker.py:20 in task(), 80 ms
-/// before it ended (signal 9 (SIGKILL)); signalled by 4240 in Pool.terminate at app.py:9".
+/// user line or has a known sender, and the sentence saying so: "4242 was last seen at
+/// worker.py:20 in task(), 80 ms before it ended (signal 9 (SIGKILL)); likely signalled by 4240
+/// in Pool.terminate at app.py:9 in main() (how it was found)".
 pub fn last_seen(snap: &Snapshot) -> Option<(&GoneProcess, String)> {
     let g = snap
         .gone
         .iter()
         .filter(|g| g.ended.as_deref() != Some("exit 0"))
         .filter(|g| {
-            g.last_stack
-                .as_ref()
-                .is_some_and(|l| l.user_frame().is_some())
+            g.last_stack.as_ref().is_some_and(|l| {
+                l.user_frame().is_some() || l.sender.as_ref().is_some_and(|s| s.user_line.is_some())
+            })
         })
         .max_by_key(|g| g.ended_at_ms)?;
     let last = g.last_stack.as_ref()?;
-    let (_, u) = last.user_frame()?;
-    let before = g
-        .ended_at_ms
-        .map(|e| {
+    let ended = g.ended.as_deref().unwrap_or("status unknown");
+    let mut line = match last.user_frame() {
+        Some((_, u)) => {
+            let before = g
+                .ended_at_ms
+                .map(|e| {
+                    format!(
+                        ", {} before it ended",
+                        ago(e.saturating_sub(last.seen_at_ms))
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                ", {} before it ended",
-                ago(e.saturating_sub(last.seen_at_ms))
+                "{} was last seen at {} in {}(){before} ({ended})",
+                g.pid,
+                u.short_location(),
+                u.function,
             )
-        })
-        .unwrap_or_default();
-    let mut line = format!(
-        "{} was last seen at {} in {}(){before} ({})",
-        g.pid,
-        u.short_location(),
-        u.function,
-        g.ended.as_deref().unwrap_or("status unknown")
-    );
+        }
+        None => format!("{} ended ({ended}) before a stack of it was read", g.pid),
+    };
     if let Some(s) = &last.sender {
         line.push_str(&format!("; likely signalled by {} in {}", s.pid, s.call));
         if let Some(u) = &s.user_line {

@@ -10,7 +10,8 @@
 //! Unlike the other commands, `run` owns processes, so the lifecycle OS work (spawn, subreaper,
 //! signals, reaping, exit statuses) lives here in `run/`, not in `collect`, which only reads a
 //! tree: `tree` (polling, reaping, ending), `connector` and `pidfd` (exit statuses of processes
-//! mphang is not the parent of), `signals` (forwarding), `github` (annotations and job summary).
+//! mphang is not the parent of), `signals` (forwarding), `github` (annotations and job summary),
+//! `stderr`/`traceback`/`source` (tracebacks), `history`/`sender` (last stacks, signal senders).
 //! docs/ci.md is the user-facing description.
 
 mod connector;
@@ -18,6 +19,7 @@ mod github;
 mod history;
 mod junit;
 mod pidfd;
+mod sender;
 mod signals;
 mod source;
 mod stderr;
@@ -283,6 +285,7 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past<'
         }
     }
     source::fix_lines(&mut snapshot);
+    sender::fill(&mut snapshot);
     // The recorded deaths and the tracebacks carry target strings too.
     crate::model::safe::sanitize(&mut snapshot, redact);
     Report::analyze(snapshot)

@@ -1,8 +1,9 @@
 //! Integration tests: hangs whose cause already happened (issue 12). Each `fixtures/past_*.py`
 //! runs under `mphang run --timeout` on CPython 3.12 and 3.14 (each one's default start
 //! method); the report must name the fixture's pattern and cite its `# CULPRIT` line, which is
-//! on no live stack: it comes from a traceback on stderr, the stack history, or the look for a
-//! signal's sender at an exit. Every run holds a process-group guard that kills and reaps.
+//! on no live stack: it comes from a traceback on stderr, the stack history, the look for a
+//! signal's sender at an exit, or (when that look was too late) the parent's source above the
+//! line it is at. Every run holds a process-group guard that kills and reaps.
 
 use crate::util::{self, Python};
 use nix::sys::signal::{killpg, Signal};
@@ -135,13 +136,11 @@ fn worker_killed_mid_task_cites_where_it_was_last_seen() {
 }
 
 #[test]
-#[ignore = "the look for the sender at the exit races Process.terminate(): the parent has usually left join() before it is read"]
 fn terminated_lock_holder_cites_the_terminate_call() {
     cites("past_lock_holder_terminated", "orphaned_lock");
 }
 
 #[test]
-#[ignore = "the look for the sender at the exit races Pool.__exit__: terminate() and the joins finish within a millisecond"]
 fn with_pool_exit_cites_the_with_line() {
     cites("past_pool_with_exit", "peer_exited");
 }
