@@ -7,6 +7,10 @@
 //! `Process.terminate`/`kill`, `Popen.send_signal`, or at a line calling `os.kill` or right
 //! after a `.terminate()`, is recorded as the likely sender of the signal.
 //!
+//! A process none of whose threads ran since its last read (per-thread `schedstat`) is not
+//! read again: its stack cannot have moved, so the stack is only confirmed as of now. An idle
+//! hung tree then costs a few `/proc` reads per process and period (docs/performance.md).
+//!
 //! Bounded: one [`LastStack`] per live process, at most [`MAX_DEAD`] of dead ones and
 //! [`MAX_GONE_THREADS`] gone threads, each [`crate::model::past::bound_threads`]-bounded.
 
@@ -95,6 +99,8 @@ impl Drop for History {
 fn sample(shared: &Mutex<Shared>, exits: Option<Receiver<i32>>) {
     let mut spies: HashMap<i32, Spy> = HashMap::new();
     let mut failed: HashSet<i32> = HashSet::new();
+    // What each process had run (per thread) when it was last read.
+    let mut ran_at: HashMap<i32, Option<Vec<(i32, u64)>>> = HashMap::new();
     let mut next = Instant::now();
     loop {
         let wait = next.saturating_duration_since(Instant::now());
@@ -160,10 +166,22 @@ fn sample(shared: &Mutex<Shared>, exits: Option<Receiver<i32>>) {
                 }
             }
         }
+        ran_at.retain(|p, _| live.contains(p));
         for &pid in &live {
+            // A process none of whose threads ran since the last read has the same stack: it
+            // is not read again (a hung tree mostly sleeps), only confirmed as of now.
+            let ran_now = ran(pid);
+            if ran_now.is_some() && ran_now == ran_at.get(&pid).cloned().flatten() {
+                let Ok(mut s) = shared.lock() else { return };
+                if let Some(l) = s.last.get_mut(&pid) {
+                    l.seen_at_ms = now_ms();
+                    continue;
+                }
+            }
             let Some(mut threads) = read(pid, &mut spies, &mut failed) else {
                 continue;
             };
+            ran_at.insert(pid, ran_now);
             bound_threads(&mut threads);
             let now = now_ms();
             let Ok(mut s) = shared.lock() else { return };
@@ -201,6 +219,24 @@ fn sample(shared: &Mutex<Shared>, exits: Option<Receiver<i32>>) {
             );
         }
     }
+}
+
+/// Each thread of `pid` with the CPU time it has run (`schedstat`, in ns), by TID; None when
+/// the kernel does not tell (then the process is read every time).
+fn ran(pid: i32) -> Option<Vec<(i32, u64)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        let sched = crate::collect::read_sched(&format!("/proc/{pid}/task/{tid}"))?;
+        out.push((tid, sched.run_ns));
+    }
+    out.sort_unstable();
+    Some(out)
 }
 
 /// Reads `pid` with its kept-open reader (opening one the first time).
