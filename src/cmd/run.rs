@@ -16,10 +16,10 @@
 
 mod connector;
 mod github;
-mod history;
+pub(crate) mod history;
 mod junit;
 mod pidfd;
-mod sender;
+pub(crate) mod sender;
 mod signals;
 mod source;
 mod stderr;
@@ -36,6 +36,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+pub(crate) use tree::now_ms;
 use tree::{RawStatus, Tracker};
 
 /// Exit code after a timeout or stall when no hang was named (as coreutils `timeout`).
@@ -89,6 +90,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         _ => connector::Listener::start().ok(),
     };
     let pidfds = source != "poll";
+    let since_ms = now_ms();
     let mut command = std::process::Command::new(program);
     command.args(rest).process_group(0);
     // The command's stderr through mphang, for the tracebacks in it (passed on unchanged).
@@ -166,6 +168,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     .map(stderr::Capture::tracebacks)
                     .unwrap_or_default(),
                 history: history.as_ref(),
+                since_ms,
             };
             let report = diagnose(&mut tree, pid, !args.no_redact, &past);
             junit(junit::Outcome::Deadline {
@@ -277,6 +280,12 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past<'
         snapshot.gone_threads = h.gone_threads();
     }
     snapshot.tracebacks = past.tracebacks.clone();
+    // (`watch` passes no start time: it watched no stack history.)
+    snapshot.watched = (past.since_ms > 0).then(|| crate::model::Watched {
+        by: "run".into(),
+        since_ms: past.since_ms,
+        unknown: "nothing before: run started the command".into(),
+    });
     let owners = crate::analysis::past::attribute(&snapshot);
     for (t, owner) in snapshot.tracebacks.iter_mut().zip(owners) {
         if let Some((p, why)) = owner {
@@ -296,6 +305,8 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past<'
 pub(super) struct Past<'a> {
     pub tracebacks: Vec<crate::model::Traceback>,
     pub history: Option<&'a history::History>,
+    /// When the command was started (ms since the Unix epoch).
+    pub since_ms: u64,
 }
 
 /// Runs `collect` on its own thread and gives up after [`COLLECT_LIMIT`]: mphang must never
@@ -348,6 +359,7 @@ fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
         }],
         tracebacks: Vec::new(),
         gone_threads: Vec::new(),
+        watched: None,
     }
 }
 

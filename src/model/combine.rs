@@ -105,6 +105,7 @@ pub fn combine(inputs: Vec<Input>) -> Result<Snapshot, String> {
                 diagnostics: Vec::new(),
                 tracebacks: Vec::new(),
                 gone_threads: Vec::new(),
+                watched: None,
             });
             acc.taken_at_ms = acc.taken_at_ms.min(s.taken_at_ms);
             acc.looks = acc.looks.min(s.looks);

@@ -23,7 +23,7 @@ pub use diag::{DiagKind, Diagnostic, Stage};
 pub use fd::{Access, FdEntry, FdKind, OutsideHolder, PipeSnap, TcpEndpoint, TcpState};
 pub use host::{HostInfo, NetNs};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
-pub use past::{GoneThread, LastStack, Sender, Traceback, TracebackKind};
+pub use past::{GoneThread, LastStack, Sender, Traceback, TracebackKind, Watched};
 pub use process::{
     Appeared, ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap, TimedWait,
 };
@@ -81,6 +81,10 @@ pub struct Snapshot {
     /// Threads that went away while their process lived on, with their last stacks (`run`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gone_threads: Vec<GoneThread>,
+    /// Since when `run` or `attach` watched: what happened before is unknown. Absent from a
+    /// one-shot `report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watched: Option<Watched>,
 }
 
 /// A POSIX semaphore shared between processes (a multiprocessing SemLock).

@@ -124,3 +124,16 @@ pub fn bound_threads(threads: &mut Vec<PyThread>) {
         t.frames.truncate(MAX_FRAMES);
     }
 }
+
+/// How long `run` or `attach` watched the tree for its past (tracebacks, last stacks, senders):
+/// only what happened after `since_ms` can be known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Watched {
+    /// `run` (from the command's start) or `attach` (from the moment it attached).
+    pub by: String,
+    /// Milliseconds since the Unix epoch when the watch began.
+    pub since_ms: u64,
+    /// What cannot be known, in words: for `attach`, that what happened before it started
+    /// (processes that ended, tracebacks, signals) is unknown.
+    pub unknown: String,
+}

@@ -468,6 +468,7 @@ fn chain_snapshot(n: usize) -> Snapshot {
         hosts: Vec::new(),
         tracebacks: Vec::new(),
         gone_threads: Vec::new(),
+        watched: None,
     }
 }
 

@@ -260,6 +260,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         diagnostics: Vec::new(),
         tracebacks: Vec::new(),
         gone_threads: Vec::new(),
+        watched: None,
     }
 }
 
