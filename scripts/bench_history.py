@@ -6,7 +6,7 @@ tree's own CPU over the same window (the reads do not stop it: it should stay ~0
 then ended with two SIGINTs (forwarded, then the tree ended), before the timeout's diagnosis.
 
 usage: python3 scripts/bench_history.py [--mphang PATH] [--python PY] [--procs 64]
-                                        [--warmup 5] [--window 30] [--rounds 2]
+                                        [--warmup 5] [--window 30] [--rounds 2] [--timeout 60s]
 """
 import argparse
 import json
@@ -48,7 +48,7 @@ def one(args, history):
     ready = os.path.join(tmp, "ready.json")
     env = dict(os.environ, MPHANG_READY=ready, MPHANG_HISTORY="1" if history else "0")
     env.pop("GITHUB_ACTIONS", None)
-    cmd = [args.mphang, "run", "--timeout", "60s", "--report-dir", os.path.join(tmp, "r"),
+    cmd = [args.mphang, "run", "--timeout", args.timeout, "--report-dir", os.path.join(tmp, "r"),
            "--", args.python, os.path.join(HERE, "bench_tree.py"), str(args.procs)]
     p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
@@ -106,6 +106,9 @@ def main():
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--window", type=float, default=30)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--timeout", default="60s",
+                    help="run's --timeout; must outlast warm-up + window (a debug build opens "
+                         "its 64 readers in about 30 s: --warmup 45 --timeout 120s)")
     args = ap.parse_args()
     print("# %s, %s, %d processes, %s" % (args.mphang, args.python, args.procs,
                                           time.strftime("%Y-%m-%d")), flush=True)
