@@ -91,7 +91,7 @@ impl Past {
                 pid,
                 ppid,
                 cmdline,
-                ended: Some("exited (status unknown: attach is not its parent)".into()),
+                ended: Some("exited (status unknown)".into()),
                 ended_at_ms: Some(now),
                 last_stack: self.history.as_ref().and_then(|h| h.last(pid.0)),
             });
