@@ -10,6 +10,7 @@ pub mod blocked;
 pub mod describe;
 pub mod graph;
 pub mod index;
+pub mod past;
 pub mod patterns;
 pub mod progress;
 pub mod providers;
@@ -52,7 +53,8 @@ pub fn analyze(snap: &Snapshot) -> Analysis {
             housekeeping: g.housekeeping.contains(r),
         })
         .collect();
-    let findings = patterns::run(&idx, &g);
+    let mut findings = patterns::run(&idx, &g);
+    past::link(snap, &mut findings);
     let roll_call = rollcall::roll_call(&idx, &g);
     let unknown = tcp::unknown_edges(&idx, &g);
     Analysis {

@@ -1,12 +1,13 @@
 //! `mphang attach <pid>`: the live terminal view. Takes a first look before touching the
 //! terminal (so a bad pid or missing permission is an ordinary error), then starts the signal,
 //! input and sampler threads, runs [`crate::tui::run`] on the real terminal, and joins the
-//! sampler so that no collection is in flight when it returns.
+//! sampler so that no collection is in flight when it returns. From its start it keeps `run`'s
+//! stack history ([`Past`]); each snapshot says since when (`watched`): earlier is unknown.
 
 use crate::cli::AttachArgs;
 use crate::collect::{collect, quick_changed, CollectOptions};
 use crate::error::{Error, Result};
-use crate::model::{Pid, Snapshot};
+use crate::model::{GoneProcess, Pid, ProcessSnap, Snapshot, Watched};
 use crate::render::Report;
 use crate::tui::app::{Action, App};
 use crate::tui::event::{spawn_input_thread, spawn_sampler_thread, spawn_signal_thread};
@@ -33,6 +34,87 @@ pub fn refresh_options(look: u64, nonblocking: bool) -> CollectOptions {
         looks: 1,
         native: !nonblocking && default.native && look % NATIVE_EVERY == 0,
         ..default
+    }
+}
+
+/// What attach learns of the past while it watches (the same stack history as `run`, from
+/// `cmd::run::history`): each process's last stack, and the processes seen to go between
+/// refreshes. Attach is not their parent, so their exit statuses are unknown, and so is
+/// anything before it started.
+struct Past {
+    history: Option<crate::cmd::run::history::History>,
+    since_ms: u64,
+    /// Parent and command line of each process of the last refresh.
+    seen: std::collections::HashMap<Pid, (Option<Pid>, Vec<String>)>,
+    /// Processes that went away, oldest first (at most [`MAX_GONE`]).
+    gone: Vec<GoneProcess>,
+}
+
+/// Processes that went away kept at most.
+const MAX_GONE: usize = 256;
+
+impl Past {
+    fn start() -> Past {
+        let on = std::env::var("MPHANG_HISTORY").map_or(true, |v| v != "0");
+        Past {
+            history: on
+                .then(|| crate::cmd::run::history::History::start(None))
+                .flatten(),
+            since_ms: crate::cmd::run::now_ms(),
+            seen: Default::default(),
+            gone: Vec::new(),
+        }
+    }
+
+    /// Adds what was seen since the last refresh to `snap`, and tells the history which
+    /// processes to read.
+    fn apply(&mut self, snap: &mut Snapshot) {
+        let now = crate::cmd::run::now_ms();
+        let live: Vec<&ProcessSnap> = snap.processes.iter().filter(|p| p.state != 'Z').collect();
+        if let Some(h) = &self.history {
+            h.set_live(live.iter().map(|p| p.pid.0).collect());
+        }
+        let went: Vec<Pid> = self
+            .seen
+            .keys()
+            .filter(|p| !live.iter().any(|l| l.pid == **p))
+            .copied()
+            .collect();
+        for pid in went {
+            let Some((ppid, cmdline)) = self.seen.remove(&pid) else {
+                continue;
+            };
+            if self.gone.len() >= MAX_GONE {
+                self.gone.remove(0);
+            }
+            self.gone.push(GoneProcess {
+                pid,
+                ppid,
+                cmdline,
+                ended: Some("exited (status unknown)".into()),
+                ended_at_ms: Some(now),
+                last_stack: self.history.as_ref().and_then(|h| h.last(pid.0)),
+            });
+        }
+        for p in &live {
+            self.seen.insert(p.pid, (Some(p.ppid), p.cmdline.clone()));
+        }
+        for g in &self.gone {
+            if !snap.gone.iter().any(|s| s.pid == g.pid) {
+                snap.gone.push(g.clone());
+            }
+        }
+        if let Some(h) = &self.history {
+            snap.gone_threads = h.gone_threads();
+        }
+        snap.watched = Some(Watched {
+            by: "attach".into(),
+            since_ms: self.since_ms,
+            unknown: "what happened before attach started (processes that ended, tracebacks, \
+                      signals) is unknown; attach reads no stderr, and exit statuses are \
+                      unknown (it is not the processes' parent)"
+                .into(),
+        });
     }
 }
 
@@ -75,7 +157,9 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     spawn_signal_thread(tx.clone())?;
     let nonblocking = args.nonblocking;
     let mut last = None;
-    let first = refresh(pid, 0, nonblocking, &mut last)?;
+    let mut past = Past::start();
+    let mut first = refresh(pid, 0, nonblocking, &mut last)?;
+    past.apply(&mut first);
     let save_dir = std::env::current_dir().map_err(|source| Error::Io {
         context: "reading the current directory".into(),
         source,
@@ -92,7 +176,9 @@ pub fn run(args: &AttachArgs) -> Result<i32> {
     let sampler = spawn_sampler_thread(
         move || {
             look += 1;
-            refresh(pid, look, nonblocking, &mut last)
+            let mut snap = refresh(pid, look, nonblocking, &mut last)?;
+            past.apply(&mut snap);
+            Ok(snap)
         },
         tx,
         Arc::clone(&stop),

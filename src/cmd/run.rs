@@ -10,14 +10,20 @@
 //! Unlike the other commands, `run` owns processes, so the lifecycle OS work (spawn, subreaper,
 //! signals, reaping, exit statuses) lives here in `run/`, not in `collect`, which only reads a
 //! tree: `tree` (polling, reaping, ending), `connector` and `pidfd` (exit statuses of processes
-//! mphang is not the parent of), `signals` (forwarding), `github` (annotations and job summary).
+//! mphang is not the parent of), `signals` (forwarding), `github` (annotations and job summary),
+//! `stderr`/`traceback`/`source` (tracebacks), `history`/`sender` (last stacks, signal senders).
 //! docs/ci.md is the user-facing description.
 
 mod connector;
 mod github;
+pub(crate) mod history;
 mod junit;
 mod pidfd;
+pub(crate) mod sender;
 mod signals;
+mod source;
+mod stderr;
+mod traceback;
 mod tree;
 pub mod watch;
 
@@ -30,6 +36,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+pub(crate) use tree::now_ms;
 use tree::{RawStatus, Tracker};
 
 /// Exit code after a timeout or stall when no hang was named (as coreutils `timeout`).
@@ -83,18 +90,35 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         _ => connector::Listener::start().ok(),
     };
     let pidfds = source != "poll";
-    let child = std::process::Command::new(program)
-        .args(rest)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: shown.clone(),
-            source,
-        })?;
+    let since_ms = now_ms();
+    let mut command = std::process::Command::new(program);
+    command.args(rest).process_group(0);
+    // The command's stderr through mphang, for the tracebacks in it (passed on unchanged).
+    let mut capture = None;
+    if stderr::wanted() {
+        if let Ok((read, write)) = stderr::pipe() {
+            if let Ok(c) = stderr::Capture::start(read) {
+                command.stderr(std::process::Stdio::from(write));
+                capture = Some(c);
+            }
+        }
+    }
+    let child = command.spawn().map_err(|source| Error::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
     // mphang reaps with waitpid(-1) itself (it must, for orphans), so the handle is not used.
     let pid = child.id() as i32;
     drop(child);
+    drop(command);
     let mut tree = Tracker::new(pid, exits, pidfds);
+    // The stack history (`MPHANG_HISTORY=0` turns it off), woken by each connector exit.
+    let history = if std::env::var("MPHANG_HISTORY").map_or(true, |v| v != "0") {
+        let (etx, erx) = std::sync::mpsc::channel();
+        history::History::start(tree.notify_exits(etx).then_some(erx))
+    } else {
+        None
+    };
     let started = Instant::now();
     let paths = github::Paths::from_env();
     let junit = |outcome: junit::Outcome| {
@@ -110,15 +134,22 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         }
     };
 
-    match supervise(&mut tree, args) {
+    let finish = |capture: &mut Option<stderr::Capture>| {
+        if let Some(c) = capture.as_mut() {
+            c.finish(Duration::from_secs(2));
+        }
+    };
+    match supervise(&mut tree, args, history.as_ref()) {
         Outcome::Exited(status) => {
             // Whatever CMD left behind (daemons, orphans) goes with it, silently.
             tree.end_all(args.grace, &interrupted);
+            finish(&mut capture);
             junit(junit::Outcome::Finished(status.shell_code()));
             Ok(status.shell_code())
         }
         Outcome::Interrupted => {
             tree.end_all(Duration::ZERO, &interrupted);
+            finish(&mut capture);
             junit(junit::Outcome::Interrupted);
             Ok(EXIT_INTERRUPTED)
         }
@@ -131,7 +162,15 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                 if live == 1 { "" } else { "es" },
                 tree.status_source()
             );
-            let report = diagnose(&mut tree, pid, !args.no_redact);
+            let past = Past {
+                tracebacks: capture
+                    .as_ref()
+                    .map(stderr::Capture::tracebacks)
+                    .unwrap_or_default(),
+                history: history.as_ref(),
+                since_ms,
+            };
+            let report = diagnose(&mut tree, pid, !args.no_redact, &past);
             junit(junit::Outcome::Deadline {
                 why: &why,
                 report: &report,
@@ -155,6 +194,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     if killed == 1 { "was" } else { "were" }
                 );
             }
+            drop(err);
+            finish(&mut capture);
             Ok(if report.hang {
                 EXIT_TIMEOUT_HANG
             } else {
@@ -171,12 +212,15 @@ fn interrupted() -> bool {
 
 /// Polls the tree until CMD exits, a deadline passes, or a second SIGINT arrives; forwards
 /// SIGINT, SIGTERM and SIGHUP to CMD's process group on the way.
-fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
+fn supervise(tree: &mut Tracker, args: &RunArgs, history: Option<&history::History>) -> Outcome {
     let start = Instant::now();
     let mut last_progress = start;
     let mut forwarded = signals::Received::default();
     loop {
         let activity = tree.poll();
+        if let Some(h) = history {
+            h.set_live(tree.live_cpu().into_iter().map(|(p, _)| p).collect());
+        }
         if let Some(status) = tree.child_status() {
             return Outcome::Exited(status);
         }
@@ -211,7 +255,7 @@ fn supervise(tree: &mut Tracker, args: &RunArgs) -> Outcome {
 /// Takes the full diagnosis: two looks at CMD's tree plus the orphans reparented to mphang, with
 /// every descendant seen to end added to `snapshot.gone`. A failed collection still gives a
 /// report (the failure is a diagnostic), so the tree is always ended and the files written.
-pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool) -> Report {
+pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past<'_>) -> Report {
     tree.poll();
     let opts = CollectOptions {
         looks: 2,
@@ -229,9 +273,40 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool) -> Report {
             None => snapshot.gone.push(g),
         }
     }
-    // The recorded deaths carry command lines too.
+    if let Some(h) = past.history {
+        for g in snapshot.gone.iter_mut().filter(|g| g.last_stack.is_none()) {
+            g.last_stack = h.last(g.pid.0);
+        }
+        snapshot.gone_threads = h.gone_threads();
+    }
+    snapshot.tracebacks = past.tracebacks.clone();
+    // (`watch` passes no start time: it watched no stack history.)
+    snapshot.watched = (past.since_ms > 0).then(|| crate::model::Watched {
+        by: "run".into(),
+        since_ms: past.since_ms,
+        unknown: "nothing before: run started the command".into(),
+    });
+    let owners = crate::analysis::past::attribute(&snapshot);
+    for (t, owner) in snapshot.tracebacks.iter_mut().zip(owners) {
+        if let Some((p, why)) = owner {
+            t.pid = Some(p);
+            t.attributed = Some(why);
+        }
+    }
+    source::fix_lines(&mut snapshot);
+    sender::fill(&mut snapshot);
+    // The recorded deaths and the tracebacks carry target strings too.
     crate::model::safe::sanitize(&mut snapshot, redact);
     Report::analyze(snapshot)
+}
+
+/// What `run` saw happen before the diagnosis.
+#[derive(Default)]
+pub(super) struct Past<'a> {
+    pub tracebacks: Vec<crate::model::Traceback>,
+    pub history: Option<&'a history::History>,
+    /// When the command was started (ms since the Unix epoch).
+    pub since_ms: u64,
 }
 
 /// Runs `collect` on its own thread and gives up after [`COLLECT_LIMIT`]: mphang must never
@@ -282,6 +357,9 @@ fn failed_snapshot(root: Pid, e: &Error) -> Snapshot {
             kind: DiagKind::Failed,
             message: format!("collection failed: {e}"),
         }],
+        tracebacks: Vec::new(),
+        gone_threads: Vec::new(),
+        watched: None,
     }
 }
 

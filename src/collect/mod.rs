@@ -35,6 +35,7 @@ use enrich::*;
 pub use looks::quick_changed;
 use ns::*;
 pub use perms::check_root;
+pub(crate) use process::read_sched;
 use process::*;
 
 use crate::error::Result;
@@ -159,6 +160,7 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
                         cmdline: Vec::new(),
                         ended: None,
                         ended_at_ms: None,
+                        last_stack: None,
                     });
                 }
                 diagnostics.push(d);
@@ -233,6 +235,9 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
         semaphores,
         gone,
         diagnostics,
+        tracebacks: Vec::new(),
+        gone_threads: Vec::new(),
+        watched: None,
     };
     for _ in 1..opts.looks.max(1) {
         std::thread::sleep(opts.interval);

@@ -193,6 +193,44 @@ fn read_one(
     })
 }
 
+/// One process's Python stacks read again and again without stopping it (py-spy's
+/// non-blocking mode; a read can tear while a thread runs, and then fails or is a little off).
+/// For `run`'s stack history. Not `Send`: open and read it on one thread.
+pub struct Spy(py_spy::PythonSpy);
+
+impl Spy {
+    /// Discovers the interpreter of `pid` (about 9 ms); None when it is not Python.
+    pub fn open(pid: i32) -> Option<Spy> {
+        py_spy::PythonSpy::new(pid, &config()).ok().map(Spy)
+    }
+
+    /// Every Python thread's stack now, without locals.
+    pub fn read(&mut self) -> Option<Vec<PyThread>> {
+        let traces = self.0.get_stack_traces().ok()?;
+        Some(
+            traces
+                .into_iter()
+                .map(|tr| PyThread {
+                    thread_id: tr.thread_id,
+                    name: tr.thread_name,
+                    owns_gil: tr.owns_gil,
+                    active: tr.active,
+                    frames: tr
+                        .frames
+                        .into_iter()
+                        .map(|f| PyFrame {
+                            function: f.name,
+                            file: f.filename,
+                            line: f.line,
+                            entry: f.is_entry || f.is_shim_entry,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        )
+    }
+}
+
 /// `{12345: 7, 12346: 8}` (py-spy's repr of a dict of ints) as pairs; a truncated tail
 /// (`...`) and anything not an int pair is skipped.
 pub fn parse_int_dict(repr: &str) -> Vec<(i32, i32)> {

@@ -103,6 +103,9 @@ pub fn combine(inputs: Vec<Input>) -> Result<Snapshot, String> {
                 semaphores: Vec::new(),
                 gone: Vec::new(),
                 diagnostics: Vec::new(),
+                tracebacks: Vec::new(),
+                gone_threads: Vec::new(),
+                watched: None,
             });
             acc.taken_at_ms = acc.taken_at_ms.min(s.taken_at_ms);
             acc.looks = acc.looks.min(s.looks);

@@ -12,6 +12,7 @@ mod fd;
 pub mod host;
 mod ids;
 pub mod merge;
+pub mod past;
 mod process;
 pub mod qualify;
 pub mod safe;
@@ -22,6 +23,7 @@ pub use diag::{DiagKind, Diagnostic, Stage};
 pub use fd::{Access, FdEntry, FdKind, OutsideHolder, PipeSnap, TcpEndpoint, TcpState};
 pub use host::{HostInfo, NetNs};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
+pub use past::{GoneThread, LastStack, Sender, Traceback, TracebackKind, Watched};
 pub use process::{
     Appeared, ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap, TimedWait,
 };
@@ -72,6 +74,17 @@ pub struct Snapshot {
     /// Processes that were seen and then vanished, or that died while being watched (`run`).
     pub gone: Vec<GoneProcess>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Python tracebacks the tree printed to stderr while `mphang run` watched it (latest
+    /// [`past::MAX_TRACEBACKS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracebacks: Vec<Traceback>,
+    /// Threads that went away while their process lived on, with their last stacks (`run`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone_threads: Vec<GoneThread>,
+    /// Since when `run` or `attach` watched: what happened before is unknown. Absent from a
+    /// one-shot `report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watched: Option<Watched>,
 }
 
 /// A POSIX semaphore shared between processes (a multiprocessing SemLock).
@@ -117,6 +130,9 @@ pub struct GoneProcess {
     /// Milliseconds since the Unix epoch when it was seen to end, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at_ms: Option<u64>,
+    /// Its last Python stack, when `run` or `attach` saw it alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stack: Option<LastStack>,
 }
 
 impl Snapshot {

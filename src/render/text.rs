@@ -374,12 +374,17 @@ fn finding(
             .unwrap_or_default();
         writeln!(
             out,
-            "  {} {}:{} in {} (pid {}){}",
+            "  {} {}:{} in {}{}{}",
             p.bold("culprit:"),
             c.file,
             c.line,
             c.function,
-            c.pid,
+            // A line from a traceback whose process is not known has pid 0.
+            if c.pid.0 == 0 {
+                String::new()
+            } else {
+                format!(" (pid {})", c.pid)
+            },
             src
         )?;
     }
@@ -682,6 +687,7 @@ mod tests {
             cmdline: vec!["python3".into(), format!("worker{pid}")],
             ended: Some(ended.into()),
             ended_at_ms: None,
+            last_stack: None,
         };
         snap.gone = (100..138).map(|pid| gone(pid, "exit 0")).collect();
         snap.gone.push(gone(200, "signal 9 (SIGKILL)"));

@@ -466,6 +466,9 @@ fn chain_snapshot(n: usize) -> Snapshot {
         gone: Vec::new(),
         diagnostics: Vec::new(),
         hosts: Vec::new(),
+        tracebacks: Vec::new(),
+        gone_threads: Vec::new(),
+        watched: None,
     }
 }
 

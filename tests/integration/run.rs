@@ -442,7 +442,12 @@ fn killed_pool_worker_is_listed_as_gone(source: Option<&str>) {
     if knows.iter().any(|k| err.contains(k)) {
         assert!(ended.contains("signal 9"), "worker ended: {ended}");
     } else {
-        assert_eq!(ended, "exited (status unknown)");
+        // Polling knows the status only when a poll caught the worker as a zombie (its exit
+        // code in `stat`) before the Pool's handler reaped it: a race either way.
+        assert!(
+            ended == "exited (status unknown)" || ended.contains("signal 9"),
+            "worker ended: {ended}"
+        );
         eprintln!("note: exit statuses from /proc polling only; worker ended: {ended}");
     }
 }

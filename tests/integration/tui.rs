@@ -234,6 +234,7 @@ fn exited_processes_stay_visible_marked_gone() {
         cmdline: vec!["python3".into()],
         ended: Some("signal 9 (SIGKILL)".into()),
         ended_at_ms: None,
+        last_stack: None,
     });
     app.update(Action::Refresh(Box::new(r)));
     assert_eq!(

@@ -47,6 +47,8 @@ struct State {
     /// Parent and command line of each member, read at fork and exec.
     born: HashMap<i32, (i32, Vec<String>)>,
     exits: HashMap<i32, Exit>,
+    /// Told the pid of every exit as it is reported (the stack history's look for a sender).
+    notify: Option<std::sync::mpsc::Sender<i32>>,
 }
 
 /// A running listener thread; stops and unsubscribes on Drop.
@@ -143,6 +145,13 @@ impl Listener {
     /// The exit of `pid`, if it was a descendant and has ended.
     pub fn exit_of(&self, pid: i32) -> Option<Exit> {
         self.state.lock().ok()?.exits.get(&pid).cloned()
+    }
+
+    /// Sends the pid of every later exit of a descendant to `tx`.
+    pub fn notify(&self, tx: std::sync::mpsc::Sender<i32>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.notify = Some(tx);
+        }
     }
 
     /// Every descendant that ended.
@@ -308,6 +317,9 @@ fn handle(st: &mut State, what: u32, d: &[u8]) {
                         let cut = times[times.len() / 2];
                         st.exits.retain(|_, e| e.at_ms > cut);
                     }
+                }
+                if let Some(tx) = &st.notify {
+                    let _ = tx.send(tgid);
                 }
                 let (ppid, cmdline) = st.born.remove(&tgid).unzip();
                 st.exits.insert(

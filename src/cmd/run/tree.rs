@@ -232,6 +232,26 @@ impl Tracker {
         self.live.keys().map(|&p| Pid(p)).collect()
     }
 
+    /// Live descendants that are not zombies, with the CPU ticks they used.
+    pub fn live_cpu(&self) -> Vec<(i32, u64)> {
+        self.live
+            .iter()
+            .filter(|(_, s)| s.zombie.is_none())
+            .map(|(&pid, s)| (pid, s.cpu_ticks))
+            .collect()
+    }
+
+    /// Subscribes `tx` to the pids of exits the proc connector reports (false without it).
+    pub fn notify_exits(&self, tx: std::sync::mpsc::Sender<i32>) -> bool {
+        match &self.exits {
+            Some(l) => {
+                l.notify(tx);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Live processes reparented to mphang other than the command: the extra roots to collect.
     pub fn orphans(&self) -> Vec<Pid> {
         self.live
@@ -345,6 +365,7 @@ impl Tracker {
             cmdline: old.cmdline,
             ended,
             ended_at_ms: at,
+            last_stack: None,
         });
         self.first_seen.insert(pid, old.first_seen_ms);
         prune_gone(&mut self.gone, MAX_GONE);
@@ -376,6 +397,7 @@ impl Tracker {
                         cmdline: e.cmdline,
                         ended: Some(e.status.describe()),
                         ended_at_ms: Some(e.at_ms),
+                        last_stack: None,
                     });
                 }
             }
@@ -538,6 +560,7 @@ mod tests {
             cmdline: Vec::new(),
             ended: Some(ended.into()),
             ended_at_ms: None,
+            last_stack: None,
         };
         let mut gone = vec![
             g(1, "signal 9 (SIGKILL)"),

@@ -354,7 +354,7 @@ impl Watcher<'_> {
     fn fire(&mut self, test: &Test) -> Next {
         let why = format!("{} timed out after {}", test.nodeid, human(test.limit));
         let mut tree = Tracker::watching(self.root);
-        let report = diagnose(&mut tree, self.root, true);
+        let report = diagnose(&mut tree, self.root, true, &Default::default());
         let dir = self.args.report_dir.join(slug(&test.nodeid));
         let report_txt = dir.join("report.txt");
         let written = write_files(&report, &dir);

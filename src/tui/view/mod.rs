@@ -71,6 +71,16 @@ fn draw_header(app: &App, frame: &mut Frame, area: Rect) {
             utc_clock(r.snapshot.taken_at_ms),
             interval_label(app)
         )));
+        if let Some(w) = &r.snapshot.watched {
+            spans.push(sep());
+            spans.push(Span::styled(
+                format!(
+                    "watched since {} UTC, earlier unknown",
+                    utc_clock(w.since_ms)
+                ),
+                Style::new().fg(Color::DarkGray),
+            ));
+        }
         spans.push(sep());
         match r.findings.first() {
             Some(f) if r.hang => spans.push(Span::styled(

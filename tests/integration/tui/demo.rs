@@ -258,6 +258,9 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
         semaphores: Vec::new(),
         gone: Vec::new(),
         diagnostics: Vec::new(),
+        tracebacks: Vec::new(),
+        gone_threads: Vec::new(),
+        watched: None,
     }
 }
 

@@ -1,0 +1,264 @@
+//! The past, linked to findings: a traceback the tree printed, or the last stack of a process
+//! that died, often names the line to fix when no live stack does (a consumer that crashed, a
+//! worker killed mid-task, an exception class that cannot be unpickled). Pure: reads
+//! `snapshot.tracebacks`, `snapshot.gone[].last_stack` and `snapshot.gone_threads` (written by
+//! `run`) and rewrites the culprit of the findings they explain, quoting the exception.
+
+use super::types::{CodeLine, Finding};
+use crate::model::{GoneProcess, Pid, PyFrame, Snapshot, Tid, Traceback, TracebackKind};
+
+/// How close (ms) a traceback and the exit of the process that printed it are: the traceback
+/// is printed just before the process ends (`exit 1`).
+const PRINTED_BEFORE_EXIT_MS: u64 = 3000;
+
+/// The process that printed each traceback, when one can be told, with why.
+pub fn attribute(snap: &Snapshot) -> Vec<Option<(Pid, String)>> {
+    snap.tracebacks
+        .iter()
+        .map(|t| {
+            if let Some(p) = t.pid {
+                return Some((p, t.attributed.clone().unwrap_or_default()));
+            }
+            match t.kind {
+                TracebackKind::Process | TracebackKind::Uncaught => {
+                    died_after(snap, t).or_else(|| only_zombie(snap, t))
+                }
+                TracebackKind::Thread => thread_owner(snap, t),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The process that exited with `exit 1` soonest after the traceback was printed.
+fn died_after(snap: &Snapshot, t: &Traceback) -> Option<(Pid, String)> {
+    snap.gone
+        .iter()
+        .filter(|g| g.ended.as_deref() == Some("exit 1"))
+        .filter_map(|g| {
+            let end = g.ended_at_ms?;
+            let lag = end.checked_sub(t.at_ms.saturating_sub(100))?;
+            (lag <= PRINTED_BEFORE_EXIT_MS).then_some((lag, g))
+        })
+        .min_by_key(|(lag, _)| *lag)
+        .map(|(_, g)| {
+            let lag = g.ended_at_ms.unwrap_or(0).saturating_sub(t.at_ms);
+            (
+                g.pid,
+                format!(
+                    "{} ended ({}) {lag} ms after it was printed",
+                    g.pid,
+                    g.ended.as_deref().unwrap_or("?")
+                ),
+            )
+        })
+}
+
+/// The only zombie of the tree, for a `Process NAME:` traceback when no recorded exit fits
+/// (a zombie's end time is not known).
+fn only_zombie(snap: &Snapshot, t: &Traceback) -> Option<(Pid, String)> {
+    if t.kind != TracebackKind::Process {
+        return None;
+    }
+    let mut z = snap.processes.iter().filter(|p| p.state == 'Z');
+    match (z.next(), z.next()) {
+        (Some(p), None) => Some((
+            p.pid,
+            format!(
+                "{} is the only process that exited (a zombie, not yet joined)",
+                p.pid
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The process whose thread of that name went away.
+fn thread_owner(snap: &Snapshot, t: &Traceback) -> Option<(Pid, String)> {
+    let name = t.thread_name.as_deref()?;
+    snap.gone_threads
+        .iter()
+        .find(|g| {
+            g.last
+                .threads
+                .iter()
+                .any(|th| th.name.as_deref() == Some(name))
+        })
+        .map(|g| (g.pid, format!("its thread {name} went away")))
+}
+
+fn code_line(pid: Pid, f: &PyFrame) -> CodeLine {
+    CodeLine {
+        pid,
+        tid: Tid(pid.0),
+        file: f.file.clone(),
+        line: f.line,
+        function: f.function.clone(),
+    }
+}
+
+/// `12 ms`, `1.5 s`.
+fn ago(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+/// Gives findings the culprit their past names, and the evidence for it.
+pub fn link(snap: &Snapshot, findings: &mut [Finding]) {
+    let owners = attribute(snap);
+    let gone_pids: Vec<Pid> = snap
+        .gone
+        .iter()
+        .map(|g| g.pid)
+        .chain(
+            snap.processes
+                .iter()
+                .filter(|p| p.state == 'Z')
+                .map(|p| p.pid),
+        )
+        .collect();
+    for f in findings.iter_mut() {
+        let tb = match f.pattern.as_str() {
+            "pool_result_handler_died" => snap.tracebacks.iter().enumerate().rfind(|(_, t)| {
+                t.kind == TracebackKind::Thread
+                    && (t
+                        .thread_name
+                        .as_deref()
+                        .is_some_and(|n| n.contains("_handle_results"))
+                        || t.frames.iter().any(|fr| fr.named("_handle_results")))
+            }),
+            "peer_exited" | "no_live_writer" | "pool_worker_died" | "orphaned_lock" | "stuck"
+            | "deadlock" => {
+                // A traceback of a process that died, else (no_live_writer: the producer is
+                // alive, its thread died) one of a process of the finding.
+                let of_gone = snap.tracebacks.iter().enumerate().rfind(|(i, t)| {
+                    t.kind != TracebackKind::Ignored
+                        && owners[*i]
+                            .as_ref()
+                            .is_some_and(|(p, _)| gone_pids.contains(p))
+                });
+                of_gone.or_else(|| {
+                    snap.tracebacks.iter().enumerate().rfind(|(i, t)| {
+                        matches!(t.kind, TracebackKind::Thread | TracebackKind::Process)
+                            && owners[*i].as_ref().is_none_or(|(p, _)| f.pids.contains(p))
+                            && (f.pattern == "no_live_writer" || f.pattern == "peer_exited")
+                    })
+                })
+            }
+            _ => None,
+        };
+        if let Some((i, t)) = tb {
+            let owner = owners[i].clone();
+            let who = match (&owner, &t.process_name, &t.thread_name) {
+                (Some((p, _)), Some(n), _) => format!("{p} ({n})"),
+                (Some((p, _)), None, Some(n)) => format!("{p} (thread {n})"),
+                (Some((p, _)), None, None) => p.to_string(),
+                (None, Some(n), _) => format!("process {n}"),
+                (None, None, Some(n)) => format!("thread {n}"),
+                (None, None, None) => "a process".into(),
+            };
+            let pid = owner.as_ref().map(|o| o.0).unwrap_or(Pid(0));
+            let mut line = format!("{who} printed a traceback: {}", t.exception);
+            if let Some(u) = t.user_frame() {
+                let place = if t.fix_at.is_some() {
+                    format!(
+                        "the exception class's {}() at {}",
+                        u.function,
+                        u.short_location()
+                    )
+                } else {
+                    format!("{} in {}()", u.short_location(), u.function)
+                };
+                line.push_str(&format!(" (from {place})"));
+                set_culprit(f, code_line(pid, u));
+            }
+            if let Some((_, why)) = &owner {
+                line.push_str(&format!("; {why}"));
+            }
+            f.evidence.insert(0, line);
+            continue;
+        }
+        // No traceback: the last stack of a process of the finding's story that died.
+        if matches!(
+            f.pattern.as_str(),
+            "pool_worker_died" | "peer_exited" | "orphaned_lock" | "no_live_writer" | "stuck"
+        ) {
+            if let Some((g, line)) = last_seen(snap) {
+                f.evidence.insert(0, line);
+                let sender = g.last_stack.as_ref().and_then(|l| l.sender.as_ref());
+                let at = sender
+                    .and_then(|s| s.user_line.as_ref().map(|u| code_line(s.pid, u)))
+                    .or_else(|| {
+                        let (_, u) = g.last_stack.as_ref()?.user_frame()?;
+                        Some(code_line(g.pid, u))
+                    });
+                if let Some(c) = at {
+                    set_culprit(f, c);
+                }
+            }
+        }
+    }
+}
+
+/// Replaces the culprit, keeping the old one among the user lines.
+fn set_culprit(f: &mut Finding, c: CodeLine) {
+    if let Some(old) = f.culprit.take() {
+        if !f.user_lines.contains(&old) {
+            f.user_lines.push(old);
+        }
+    }
+    if !f.user_lines.contains(&c) {
+        f.user_lines.insert(0, c.clone());
+    }
+    f.culprit = Some(c);
+}
+
+/// The process that died abnormally (not `exit 0`) most recently and was seen alive with a
+/// user line or has a known sender, and the sentence saying so: "4242 was last seen at
+/// worker.py:20 in task(), 80 ms before it ended (signal 9 (SIGKILL)); likely signalled by 4240
+/// in Pool.terminate at app.py:9 in main() (how it was found)".
+pub fn last_seen(snap: &Snapshot) -> Option<(&GoneProcess, String)> {
+    let g = snap
+        .gone
+        .iter()
+        .filter(|g| g.ended.as_deref() != Some("exit 0"))
+        .filter(|g| {
+            g.last_stack.as_ref().is_some_and(|l| {
+                l.user_frame().is_some() || l.sender.as_ref().is_some_and(|s| s.user_line.is_some())
+            })
+        })
+        .max_by_key(|g| g.ended_at_ms)?;
+    let last = g.last_stack.as_ref()?;
+    let ended = g.ended.as_deref().unwrap_or("status unknown");
+    let mut line = match last.user_frame() {
+        Some((_, u)) => {
+            let before = g
+                .ended_at_ms
+                .map(|e| {
+                    format!(
+                        ", {} before it ended",
+                        ago(e.saturating_sub(last.seen_at_ms))
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} was last seen at {} in {}(){before} ({ended})",
+                g.pid,
+                u.short_location(),
+                u.function,
+            )
+        }
+        None => format!("{} ended ({ended}) before a stack of it was read", g.pid),
+    };
+    if let Some(s) = &last.sender {
+        line.push_str(&format!("; likely signalled by {} in {}", s.pid, s.call));
+        if let Some(u) = &s.user_line {
+            line.push_str(&format!(" at {} in {}()", u.short_location(), u.function));
+        }
+        line.push_str(&format!(" ({})", s.method));
+    }
+    Some((g, line))
+}
