@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
 /// Reports with more threads than this are written compact.
-pub const AUTO_THREADS: usize = 32;
+pub const AUTO_THREADS: usize = 256;
 
 fn tref(v: &Value) -> Option<(i64, i64)> {
     Some((v.get("pid")?.as_i64()?, v.get("tid")?.as_i64()?))

@@ -6,7 +6,7 @@
 use super::Report;
 use std::io::Write;
 
-/// Writes the report as pretty JSON followed by a newline; above 32 threads compact instead
+/// Writes the report as pretty JSON followed by a newline; above 256 threads compact instead
 /// (`super::compact`: shorthands for repeated parts, no indentation).
 pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     write_with(report, false, out)
