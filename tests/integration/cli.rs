@@ -19,15 +19,8 @@ fn version_and_help() {
     );
     let o = run(&["--help"]);
     let h = String::from_utf8_lossy(&o.stdout);
-    for cmd in [
-        "report",
-        "attach",
-        "run",
-        "watch",
-        "demo",
-        "completions",
-        "man",
-    ] {
+    for cmd in crate::util::commands() {
+        let cmd = cmd.as_str();
         assert!(h.contains(cmd), "help lists {cmd}");
     }
 }
@@ -234,15 +227,8 @@ fn a_closed_stdout_ends_quietly() {
 
 #[test]
 fn color_is_an_option_of_every_command() {
-    for cmd in [
-        "report",
-        "attach",
-        "run",
-        "watch",
-        "demo",
-        "completions",
-        "man",
-    ] {
+    for cmd in crate::util::commands() {
+        let cmd = cmd.as_str();
         let o = run(&[cmd, "--help"]);
         let h = String::from_utf8_lossy(&o.stdout);
         assert!(h.contains("--color <COLOR>"), "{cmd} --help: {h}");

@@ -79,15 +79,8 @@ fn man_pages_are_current() {
 fn assert_names_every_command(pages: &[(String, Vec<u8>)]) {
     let main = String::from_utf8_lossy(&pages[0].1).into_owned();
     assert_eq!(pages[0].0, "mphang.1");
-    for cmd in [
-        "report",
-        "attach",
-        "run",
-        "watch",
-        "demo",
-        "completions",
-        "man",
-    ] {
+    for cmd in crate::util::commands() {
+        let cmd = cmd.as_str();
         assert!(main.contains(cmd), "mphang.1 names {cmd}");
         assert!(
             pages.iter().any(|(n, _)| *n == format!("mphang-{cmd}.1")),

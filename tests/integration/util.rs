@@ -589,3 +589,13 @@ pub fn tempdir(name: &str) -> TempDir {
             .expect("scratch dir"),
     )
 }
+
+/// The visible subcommands, from the CLI's own grammar (one list for every test that walks them).
+pub fn commands() -> Vec<String> {
+    use clap::CommandFactory;
+    mphang::cli::Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
