@@ -31,6 +31,9 @@ pub struct SentinelAtEof {
 pub struct Index<'a> {
     pub snap: &'a Snapshot,
     procs: HashMap<Pid, &'a ProcessSnap>,
+    /// Every thread by reference: a process's own list is searched linearly, which made a
+    /// 1,000-thread process's analysis cubic.
+    threads: HashMap<ThreadRef, (&'a ProcessSnap, &'a ThreadSnap)>,
     pipe_holders: HashMap<Inode, Vec<Holder>>,
     sock_holders: HashMap<Inode, Vec<Holder>>,
     sem_mappers: HashMap<SemKey, Vec<Pid>>,
@@ -50,6 +53,7 @@ impl<'a> Index<'a> {
         let mut idx = Index {
             snap,
             procs: HashMap::new(),
+            threads: HashMap::new(),
             pipe_holders: HashMap::new(),
             sock_holders: HashMap::new(),
             sem_mappers: HashMap::new(),
@@ -62,6 +66,13 @@ impl<'a> Index<'a> {
         };
         for p in &snap.processes {
             idx.procs.insert(p.pid, p);
+            for t in &p.threads {
+                let r = ThreadRef {
+                    pid: p.pid,
+                    tid: t.tid,
+                };
+                idx.threads.entry(r).or_insert((p, t));
+            }
             idx.children.entry(p.ppid).or_default().push(p.pid);
             for f in &p.fds {
                 let h = Holder {
@@ -116,8 +127,7 @@ impl<'a> Index<'a> {
     }
 
     pub fn thread(&self, r: ThreadRef) -> Option<(&'a ProcessSnap, &'a ThreadSnap)> {
-        let p = self.process(r.pid)?;
-        Some((p, p.thread(r.tid)?))
+        self.threads.get(&r).copied()
     }
 
     pub fn pipe_holders(&self, inode: Inode) -> &[Holder] {

@@ -44,8 +44,9 @@ const MAGIC: u64 = 0x6d70_6861_6e67_0001;
 const OP_RANGES: u64 = 1;
 const OP_CAPTURE: u64 = 2;
 /// status, exiting, ip, sp, bp, fs_base, orig_rax, rax, hold total ns, hold after-stop ns,
-/// stack base, message length, stack length, hold since-check ns.
-const REPLY_WORDS: usize = 14;
+/// stack base, message length, stack length, hold since-check ns, threads still pending (given
+/// up on: seized, their interrupt not yet delivered).
+const REPLY_WORDS: usize = 15;
 const FLAG_FIFO: u64 = 1;
 const FLAG_NICE: u64 = 2;
 
@@ -92,6 +93,10 @@ pub struct Helper {
     /// Runs at SCHED_FIFO.
     pub realtime: bool,
     ranges_for: Option<Pid>,
+    /// Threads the helper still holds seized after its last answer (given up on; each stops
+    /// and is released as soon as it runs). A helper with some must not be left idle: if it were
+    /// stopped then, such a thread would stay in tracing stop.
+    pub pending: u64,
 }
 
 fn words(buf: &[u8]) -> impl Iterator<Item = u64> + '_ {
@@ -164,6 +169,7 @@ impl Helper {
             rx,
             realtime: false,
             ranges_for: None,
+            pending: 0,
         };
         if !ok {
             h.kill();
@@ -268,6 +274,7 @@ impl Helper {
         self.read_watched(&mut head, deadline)
             .map_err(Failure::Helper)?;
         let w: Vec<u64> = words(&head).collect();
+        self.pending = w[14];
         let msg_len = usize::try_from(w[11]).unwrap_or(0).min(4096);
         let stack_len = usize::try_from(w[12]).unwrap_or(0).min(opts.stack_bytes);
         let mut rest = vec![0u8; msg_len + stack_len];
@@ -310,13 +317,16 @@ impl Helper {
 impl Drop for Helper {
     fn drop(&mut self) {
         let pid = self.pid();
-        // Closing stdin ends the helper's loop; it holds nothing between requests.
+        // Closing stdin ends the helper's loop; between requests it holds nothing but threads
+        // given up on, which its exit releases. A stopped helper would not exit: kill it at once.
         drop(self.tx.take());
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() < deadline => {
+                Ok(None)
+                    if Instant::now() < deadline && !matches!(self.state(), Some('T' | 't')) =>
+                {
                     std::thread::sleep(Duration::from_millis(1))
                 }
                 Ok(None) => {
@@ -428,7 +438,11 @@ pub fn serve() -> i32 {
                 };
                 let r = capture_one(pid, tid, &ranges, &opts, WaitHow::Sigchld, &mut pending);
                 // The thread is released before anything is written.
-                if out.write_all(&reply(r)).and_then(|_| out.flush()).is_err() {
+                if out
+                    .write_all(&reply(r, pending.len()))
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
                     return 0;
                 }
             }
@@ -437,8 +451,9 @@ pub fn serve() -> i32 {
     }
 }
 
-fn reply(r: Result<Capture, AttachError>) -> Vec<u8> {
+fn reply(r: Result<Capture, AttachError>, pending: usize) -> Vec<u8> {
     let mut w = [0u64; REPLY_WORDS];
+    w[14] = pending as u64;
     let (msg, stack) = match r {
         Ok(c) => {
             w[2] = c.regs.ip;

@@ -517,6 +517,13 @@ fn capture_all(
             }
         }
     }
+    // A helper still holding threads given up on must not sit idle while mphang unwinds: were
+    // it stopped (SIGSTOP) then, nobody would notice and such a thread would stay stopped. Its
+    // exit releases them. A fresh one (holding nothing) takes its place: not a restart.
+    if slot.as_ref().is_some_and(|h| h.pending > 0) {
+        *slot = None;
+        *slot = helper::Helper::start();
+    }
     out
 }
 

@@ -40,6 +40,30 @@ fn held(pid: i32) -> usize {
         .count()
 }
 
+/// The state letter and tracer of thread `tid`, from one read of its status file (two reads
+/// could straddle a detach and see a stop with no tracer).
+fn state_and_tracer(pid: i32, tid: i32) -> Option<(char, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let field = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    let st = field("State:")?.chars().next()?;
+    let tr = field("TracerPid:")?.parse().ok()?;
+    Some((st, tr))
+}
+
+/// Target threads left stopped: in a stop with no tracer, or held by a tracer that is itself
+/// stopped. A thread a running helper holds for its ~50 µs copy is not left stopped (once a
+/// stopped helper is killed, a fresh one goes on stopping threads one at a time).
+fn left_stopped(pid: i32) -> usize {
+    tids(pid)
+        .into_iter()
+        .filter(|&t| match state_and_tracer(pid, t) {
+            Some(('t' | 'T', 0)) => true,
+            Some(('t' | 'T', tr)) => matches!(state(tr, tr), Some('t' | 'T')),
+            _ => false,
+        })
+        .count()
+}
+
 /// The helper child of `mphang`, if it runs one.
 fn helper_of(mphang: i32) -> Option<i32> {
     tids(mphang).into_iter().find_map(|t| {
@@ -132,7 +156,7 @@ fn one_run(pid: i32, case: &Case, seed: &mut u64) -> (bool, usize) {
     }
     let landed = state(victim, victim) == Some('T');
     std::thread::sleep(Duration::from_millis(150));
-    let stuck = held(pid);
+    let stuck = left_stopped(pid);
     // SAFETY: as above.
     unsafe { libc::kill(mpid, libc::SIGCONT) };
     if case.to == Target::Helper {
@@ -311,4 +335,83 @@ fn threads_given_up_on_are_released_while_the_helper_lives() {
     eprintln!("{timeouts} of 50 stops timed out; all released while the helper lived");
     assert!(timeouts > 0, "no stop timed out: the test proved nothing");
     drop(h);
+}
+
+/// A collection that ends with threads given up on does not leave its helper idle holding them:
+/// were that helper stopped (SIGSTOP) while mphang unwinds, nobody would watch it and those
+/// threads would stay stopped. The helper that holds them is ended before the sample returns.
+#[test]
+fn a_helper_holding_threads_given_up_on_is_not_left_idle() {
+    use mphang::collect::native::{
+        helper, maps::parse_maps, sample_with_stopper, NativeCache, SampleOptions, Stopper,
+    };
+    use mphang::model::{Pid, Tid};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some(py) = pythons().into_iter().last().map(|p| p.path) else {
+        eprintln!("skipping: no Python");
+        return;
+    };
+    helper::set_program(env!("CARGO_BIN_EXE_mphang").into());
+    let mut stopper = Stopper::for_collection();
+    let old = match &stopper {
+        Stopper::Helper {
+            helper: Some(h), ..
+        } => h.pid(),
+        _ => {
+            eprintln!("skipping: no ptrace helper here");
+            return;
+        }
+    };
+    // SAFETY: pidfd_open on the helper this test started; the result is checked.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, old, 0) };
+    assert!(raw >= 0, "pidfd_open on the helper");
+    // SAFETY: a fresh descriptor nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    let fx = start(&py, "many_threads");
+    let pid = fx.root();
+    let maps = parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps"));
+    let threads: Vec<Tid> = tids(pid).into_iter().take(50).map(Tid).collect();
+    let opts = SampleOptions {
+        stop_timeout: Duration::ZERO,
+        ..SampleOptions::default()
+    };
+    let s = sample_with_stopper(
+        Pid(pid),
+        &threads,
+        &maps,
+        &mut NativeCache::new(),
+        &opts,
+        &mut stopper,
+    );
+    let timeouts = s
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("did not stop"))
+        .count();
+    assert!(timeouts > 0, "no stop timed out: the test proved nothing");
+    // The helper that gave up on threads has exited (its pidfd reads as ended)...
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, no wait.
+    let ended = unsafe { libc::poll(&mut p, 1, 0) } > 0;
+    assert!(
+        ended,
+        "the helper holding {timeouts} given-up thread(s) was left running idle"
+    );
+    // ... and a fresh one took its place.
+    assert!(
+        matches!(&stopper, Stopper::Helper { helper: Some(h), .. } if h.pid() != old),
+        "no fresh helper after the one holding threads ended"
+    );
+    let t0 = Instant::now();
+    while held(pid) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "a thread stayed stopped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
