@@ -3,6 +3,7 @@
 each in under 1 s).
 
 Usage: scripts/bench_merge.py [--python PY] [--hosts 64] [--procs 64] [--runs 5] [--mphang BIN]
+                              [--keep DIR]
 Build first: cargo build --release. Takes one real report of a hung tree of --procs processes
 (scripts/bench_tree.py; `mphang report --json`, native stacks and two looks, as a node would
 send it), then writes --hosts copies as different hosts (own hostname, boot id, PID namespace
@@ -87,10 +88,14 @@ def main():
     ap.add_argument("--procs", type=int, default=64)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/release/mphang"))
+    ap.add_argument("--keep", metavar="DIR", help="write the reports to DIR and keep them")
     a = ap.parse_args()
     base = one_report(a.python, a.mphang, a.procs)
     seen = len(base["snapshot"]["processes"])
-    with tempfile.TemporaryDirectory(prefix="mphang-bench-merge-") as d:
+    if a.keep:
+        os.makedirs(a.keep, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mphang-bench-merge-") as tmp:
+        d = a.keep or tmp
         files = []
         for h in range(a.hosts):
             path = os.path.join(d, "node-%03d.json" % h)

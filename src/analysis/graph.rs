@@ -15,7 +15,8 @@ use super::progress::{self, Motion};
 use super::providers::{self, Need};
 use super::types::{BlockedOn, Progress};
 use crate::model::{SyscallState, ThreadRef};
-use std::collections::{HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::VecDeque;
 
 pub struct Graph {
     /// Threads in snapshot order.

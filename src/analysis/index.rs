@@ -6,7 +6,7 @@ use crate::model::{
     FdKind, Inode, Pid, PipeSnap, ProcessSnap, SemKey, SemaphoreSnap, Snapshot, ThreadRef,
     ThreadSnap,
 };
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// One process's fd on a pipe or socket.
 #[derive(Debug, Clone, Copy)]

@@ -51,6 +51,8 @@ pub fn analyze(snap: &Snapshot) -> Analysis {
             line: describe::line(&idx, &g, *r),
             stack: merged_stack(&idx, *r),
             housekeeping: g.housekeeping.contains(r),
+            providers_all_of: Vec::new(),
+            stack_as: None,
         })
         .collect();
     let mut findings = patterns::run(&idx, &g);

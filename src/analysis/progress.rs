@@ -18,7 +18,7 @@
 use crate::model::{
     Inode, PipeSnap, ProcessSnap, PyFrame, PyThread, Snapshot, SyscallState, ThreadLook, ThreadSnap,
 };
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use super::types::BlockedOn;
 
@@ -323,6 +323,7 @@ mod tests {
             cpu_ticks: 5,
             py: None,
             native: None,
+            native_as: None,
             later: Vec::new(),
             sched: None,
         }
@@ -383,7 +384,7 @@ mod tests {
             look(500, Some((1, 4, 0x7f00_0000, 1904)), 3),
             look(700, Some((1, 4, 0x7f00_0000, 1904)), 3),
         ];
-        let m = judge(&process(), &t, &WRITE, true, &HashSet::new());
+        let m = judge(&process(), &t, &WRITE, true, &HashSet::default());
         assert_eq!(m, Motion::Still);
     }
 
@@ -393,12 +394,12 @@ mod tests {
         t.later = vec![look(500, Some((219, 0x1234, 3, 0)), 1)];
         t.later[0].cpu_ticks = 6;
         assert_eq!(
-            judge(&process(), &t, &WRITE, true, &HashSet::new()),
+            judge(&process(), &t, &WRITE, true, &HashSet::default()),
             Motion::Still
         );
         t.later[0].cpu_ticks = 7;
         assert!(matches!(
-            judge(&process(), &t, &WRITE, true, &HashSet::new()),
+            judge(&process(), &t, &WRITE, true, &HashSet::default()),
             Motion::Moved(_)
         ));
     }
@@ -412,20 +413,20 @@ mod tests {
         ];
         let read = BlockedOn::PipeRead { inode: Inode(7) };
         assert!(matches!(
-            judge(&process(), &t, &read, true, &HashSet::new()),
+            judge(&process(), &t, &read, true, &HashSet::default()),
             Motion::Moved(w) if w.contains("woken")
         ));
         // The first look's wake (our own stop) is not compared.
         let mut t = thread(0, 3);
         t.later = vec![look(500, Some((0, 3, 0, 4)), 9)];
         assert_eq!(
-            judge(&process(), &t, &read, true, &HashSet::new()),
+            judge(&process(), &t, &read, true, &HashSet::default()),
             Motion::Still
         );
         let mut t = thread(0, 3);
         t.later = vec![look(500, Some((0, 5, 0, 4)), 3)];
         assert!(matches!(
-            judge(&process(), &t, &read, true, &HashSet::new()),
+            judge(&process(), &t, &read, true, &HashSet::default()),
             Motion::Moved(_)
         ));
     }
@@ -433,7 +434,7 @@ mod tests {
     #[test]
     fn fill_change_is_progress() {
         let t = thread(1, 4);
-        let pipes = HashSet::from([Inode(7)]);
+        let pipes = HashSet::from_iter([Inode(7)]);
         assert!(matches!(
             judge(&process(), &t, &WRITE, false, &pipes),
             Motion::Moved(_)
@@ -454,7 +455,7 @@ mod tests {
         for l in &mut t.later {
             l.timed = timed;
         }
-        match judge(&process(), &t, &sleep, true, &HashSet::new()) {
+        match judge(&process(), &t, &sleep, true, &HashSet::default()) {
             Motion::Periodic(p) => {
                 assert!(p.confirmed.is_none());
                 assert_eq!(p.left_ms, Some(400));
@@ -462,7 +463,7 @@ mod tests {
             m => panic!("{m:?}"),
         }
         t.later[1].switches = Some(8);
-        match judge(&process(), &t, &sleep, true, &HashSet::new()) {
+        match judge(&process(), &t, &sleep, true, &HashSet::default()) {
             Motion::Periodic(p) => assert!(p.confirmed.is_some()),
             m => panic!("{m:?}"),
         }
@@ -473,7 +474,7 @@ mod tests {
         u.later[1].timed = None;
         u.later[1].state = 'R';
         u.later[1].py_top = Some("app.py:40 heartbeat".into());
-        match judge(&process(), &u, &sleep, true, &HashSet::new()) {
+        match judge(&process(), &u, &sleep, true, &HashSet::default()) {
             Motion::Periodic(p) => {
                 assert!(p.confirmed.is_none());
                 assert_eq!(p.left_ms, Some(0));
@@ -483,7 +484,7 @@ mod tests {
         // Leaving the timed wait for an untimed one is movement.
         t.later[1].timed = None;
         assert!(matches!(
-            judge(&process(), &t, &sleep, true, &HashSet::new()),
+            judge(&process(), &t, &sleep, true, &HashSet::default()),
             Motion::Moved(_)
         ));
     }

@@ -20,7 +20,7 @@
 use super::index::Index;
 use super::types::BlockedOn;
 use crate::model::{Decoded, FdKind, Inode, Pid, SemKey, SyscallState, ThreadRef, Tid};
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 /// What a wait needs: providers, or a reason it can progress by itself.
 pub enum Need {

@@ -14,7 +14,7 @@ use super::index::Index;
 use super::types::{BlockedOn, UnknownEdge};
 use crate::model::host::host_local;
 use crate::model::{FdKind, Inode, Pid, ProcessSnap, Snapshot, TcpEndpoint, TcpState, ThreadRef};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 /// Where an address lives: one host's network namespace, or everywhere.

@@ -101,6 +101,14 @@ pub struct ThreadVerdict {
     /// others, and provides only with positive evidence.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub housekeeping: bool,
+    /// Compact reports only (docs/json-format.md): every thread of these processes, other than
+    /// this one, is a provider too. Readers expand it and it is then empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers_all_of: Vec<Pid>,
+    /// Compact reports only: the same `stack` as the verdict of that thread, written earlier.
+    /// Readers expand it and it is then `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_as: Option<ThreadRef>,
 }
 
 /// How bad a finding is.

@@ -59,8 +59,8 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             ));
         }
         let snap = super::collect_settled(Pid(fx.root()), &CollectOptions::default())?;
-        let report = Report::analyze(snap);
-        super::report::emit(&report, args.json)?;
+        let mut report = Report::analyze(snap);
+        super::report::emit(&mut report, args.json)?;
         drop(fx);
         if !args.json {
             say("mphang demo: the demo's processes have been ended.".to_string());

@@ -36,9 +36,9 @@ pub fn run(args: &MergeArgs) -> Result<i32> {
     if let Some(path) = &args.save {
         super::report::save(path, &snap)?;
     }
-    let report = Report::analyze(snap);
+    let mut report = Report::analyze(snap);
     phase("analyze");
-    super::report::emit(&report, args.json)?;
+    super::report::emit(&mut report, args.json)?;
     phase("render");
     let code = if report.hang {
         super::EXIT_HANG

@@ -54,9 +54,9 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         save(path, &snap)?;
     }
     trace("snapshot");
-    let report = Report::analyze(snap);
+    let mut report = Report::analyze(snap);
     trace("analysis");
-    emit(&report, args.json)?;
+    emit(&mut report, args.json)?;
     trace("rendered");
     Ok(if report.hang {
         super::EXIT_HANG
@@ -67,12 +67,12 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
 
 /// Prints a report to stdout, text through anstream (colors as `--color` and the terminal
 /// decide); a closed pipe (`| head`) is not an error.
-pub fn emit(report: &Report, json: bool) -> Result<()> {
+pub fn emit(report: &mut Report, json: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let r = if json {
         // Buffered: stdout is line-buffered, and a pretty JSON report has a line per field.
         let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        render::json::write(report, &mut out).and_then(|()| out.flush())
+        render::json::write_in_place(report, &mut out).and_then(|()| out.flush())
     } else {
         let mut out = anstream::AutoStream::auto(stdout.lock());
         let opts = render::text::TextOptions { color: true };

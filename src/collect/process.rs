@@ -144,6 +144,7 @@ pub(crate) fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
                 cpu_ticks: tst.utime + tst.stime,
                 py: None,
                 native: None,
+                native_as: None,
                 later: Vec::new(),
                 sched: read_sched(&tb),
             });

@@ -8,7 +8,7 @@ use super::{NativeFrame, PyFrame};
 /// One frame of a merged stack (innermost first). JSON: `{"python": {...}}` or
 /// `{"native": {...}}`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+    Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum MergedFrame {

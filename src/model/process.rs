@@ -129,6 +129,10 @@ pub struct ThreadSnap {
     /// Native stack, innermost first, when native sampling ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<Vec<NativeFrame>>,
+    /// Compact reports only (docs/json-format.md): the same `native` frames as that earlier
+    /// thread. Readers expand it (`render::compact::expand_snapshot`) and it is then `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_as: Option<super::ThreadRef>,
     /// Later looks, in order, used to see progress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later: Vec<ThreadLook>,

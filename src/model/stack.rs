@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One Python frame, innermost first in a stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct PyFrame {
     /// Function (code object) name, e.g. `join` or `<module>`.
     pub function: String,
@@ -102,7 +102,7 @@ impl PyThread {
 }
 
 /// One native frame from the CFI unwinder, symbolized where symbols exist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct NativeFrame {
     /// The instruction address (for caller frames: the return address).
     pub addr: u64,

@@ -1,7 +1,8 @@
 //! Large `--json` reports without quadratic or repeated parts. A process whose 1,000 threads
 //! wait on one lock gives each thread every other thread as a provider (1,000,000 entries,
 //! 81 MB), and 1,000 identical stacks twice (merged and native). Reports of more than
-//! [`AUTO_THREADS`] threads are therefore written with three shorthands (docs/json-format.md):
+//! [`AUTO_THREADS`] threads are therefore written with three shorthands (docs/json-format.md),
+//! which are typed fields of the report, so the published schema describes them:
 //!
 //! * `threads[].providers_all_of: [pid]`: every thread of these processes (other than the
 //!   verdict's own) is a provider; those threads are left out of `providers`;
@@ -9,34 +10,44 @@
 //! * `snapshot.processes[].threads[].native_as: {pid, tid}`: the same `native` stack as that
 //!   earlier thread.
 //!
-//! [`expand`] undoes them on a JSON value before it is parsed into types
-//! ([`super::json::parse_report`], `report --from`).
+//! [`compact`] writes them into the report in place (moving out what they replace, so a
+//! 4,096-process report is not copied) for it to be serialized directly, with no JSON tree in
+//! between, and [`restore`] puts it back; [`expand_report`] and [`expand_snapshot`] undo them after a typed parse
+//! ([`super::json::parse_report`], `report --from`, `merge`).
 
 use super::Report;
-use crate::model::{Pid, ThreadRef};
-use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use crate::model::merge::MergedFrame;
+use crate::model::{NativeFrame, Pid, Snapshot, ThreadRef, Tid};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 /// Reports with more threads than this are written compact.
 pub const AUTO_THREADS: usize = 256;
 
-fn tref(v: &Value) -> Option<(i64, i64)> {
-    Some((v.get("pid")?.as_i64()?, v.get("tid")?.as_i64()?))
+/// What [`compact`] took out of a report, to put back.
+#[derive(Default)]
+pub struct Undo {
+    /// (verdict index, full providers, stack).
+    verdicts: Vec<(usize, Vec<ThreadRef>, Vec<MergedFrame>)>,
+    /// (process index, thread index, native frames).
+    natives: Vec<(usize, usize, Vec<NativeFrame>)>,
 }
 
-/// The report as a JSON value with the shorthands (keys in alphabetical order).
-pub fn to_value(report: &Report) -> serde_json::Result<Value> {
-    let threads_of: HashMap<Pid, HashSet<crate::model::Tid>> = report
+/// Writes the shorthands into `report` in place (moving the parts they replace out, nothing is
+/// copied): serialize it, then [`restore`] it.
+pub fn compact(report: &mut Report) -> Undo {
+    let threads_of: HashMap<Pid, HashSet<Tid>> = report
         .snapshot
         .processes
         .iter()
         .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
         .collect();
-    let mut seen_stacks: HashMap<String, ThreadRef> = HashMap::new();
-    let mut verdicts = Vec::with_capacity(report.threads.len());
-    for v in &report.threads {
+    // First the decisions, on shared borrows: (all_of, stack_as) per verdict, native_as per
+    // thread.
+    let mut plan: Vec<(usize, Vec<Pid>, Option<ThreadRef>)> = Vec::new();
+    let mut seen_stacks: HashMap<&[MergedFrame], ThreadRef> = HashMap::new();
+    for (i, v) in report.threads.iter().enumerate() {
         // Providers by process; a process all of whose other threads provide is summarised.
-        let mut by_pid: HashMap<Pid, HashSet<crate::model::Tid>> = HashMap::new();
+        let mut by_pid: HashMap<Pid, HashSet<Tid>> = HashMap::new();
         for p in &v.providers {
             by_pid.entry(p.pid).or_default().insert(p.tid);
         }
@@ -56,182 +67,148 @@ pub fn to_value(report: &Report) -> serde_json::Result<Value> {
             .map(|(pid, _)| *pid)
             .collect();
         all_of.sort();
-        let mut reduced = v.clone();
-        reduced.providers.retain(|p| !all_of.contains(&p.pid));
-        let stack_key = (!v.stack.is_empty())
-            .then(|| serde_json::to_string(&v.stack))
-            .transpose()?;
-        let same_stack = stack_key.as_ref().and_then(|k| seen_stacks.get(k).copied());
-        if same_stack.is_some() {
-            reduced.stack.clear();
-        } else if let Some(k) = stack_key {
-            seen_stacks.insert(k, v.thread);
-        }
-        let mut val = serde_json::to_value(&reduced)?;
-        if let Value::Object(o) = &mut val {
-            if !all_of.is_empty() {
-                o.insert("providers_all_of".into(), json!(all_of));
-            }
-            if let Some(t) = same_stack {
-                o.insert("stack_as".into(), json!({"pid": t.pid, "tid": t.tid}));
+        let mut stack_as = None;
+        if !v.stack.is_empty() {
+            match seen_stacks.get(v.stack.as_slice()) {
+                Some(&t) => stack_as = Some(t),
+                None => {
+                    seen_stacks.insert(&v.stack, v.thread);
+                }
             }
         }
-        verdicts.push(val);
+        if !all_of.is_empty() || stack_as.is_some() {
+            plan.push((i, all_of, stack_as));
+        }
     }
-    let mut snapshot = serde_json::to_value(&report.snapshot)?;
-    compact_native(&mut snapshot);
-    let mut o = Map::new();
-    o.insert("schema".into(), json!(report.schema));
-    o.insert("hang".into(), json!(report.hang));
-    o.insert("findings".into(), serde_json::to_value(&report.findings)?);
-    o.insert("threads".into(), Value::Array(verdicts));
-    o.insert("snapshot".into(), snapshot);
-    Ok(Value::Object(o))
-}
-
-/// Replaces each thread's `native` that equals an earlier thread's with `native_as`.
-fn compact_native(snapshot: &mut Value) {
-    let mut seen: HashMap<String, (Value, Value)> = HashMap::new();
-    let Some(procs) = snapshot.get_mut("processes").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for p in procs {
-        let pid = p.get("pid").cloned().unwrap_or(Value::Null);
-        let Some(threads) = p.get_mut("threads").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for t in threads {
-            let Some(o) = t.as_object_mut() else { continue };
-            let Some(native) = o.get("native") else {
+    let mut native_plan: Vec<(usize, usize, ThreadRef)> = Vec::new();
+    let mut seen_native: HashMap<&[NativeFrame], ThreadRef> = HashMap::new();
+    for (pi, p) in report.snapshot.processes.iter().enumerate() {
+        for (ti, t) in p.threads.iter().enumerate() {
+            let Some(native) = t.native.as_deref() else {
                 continue;
             };
-            let key = native.to_string();
-            let tid = o.get("tid").cloned().unwrap_or(Value::Null);
-            match seen.get(&key) {
-                Some((p0, t0)) => {
-                    let r = json!({"pid": p0, "tid": t0});
-                    o.remove("native");
-                    o.insert("native_as".into(), r);
-                }
+            match seen_native.get(native) {
+                Some(&r) => native_plan.push((pi, ti, r)),
                 None => {
-                    seen.insert(key, (pid.clone(), tid));
+                    seen_native.insert(
+                        native,
+                        ThreadRef {
+                            pid: p.pid,
+                            tid: t.tid,
+                        },
+                    );
                 }
             }
         }
     }
-}
-
-/// Undoes the shorthands of [`to_value`] in a report or snapshot JSON value.
-pub fn expand(v: &mut Value) {
-    let snapshot_is_root = v.get("processes").is_some();
-    {
-        let snap = if snapshot_is_root {
-            Some(&mut *v)
+    // Then the moves.
+    let mut undo = Undo::default();
+    for (i, all_of, stack_as) in plan {
+        let v = &mut report.threads[i];
+        let full = v.providers.clone();
+        v.providers.retain(|p| !all_of.contains(&p.pid));
+        v.providers_all_of = all_of;
+        let stack = if stack_as.is_some() {
+            std::mem::take(&mut v.stack)
         } else {
-            v.get_mut("snapshot")
+            Vec::new()
         };
-        if let Some(s) = snap {
-            expand_native(s);
+        v.stack_as = stack_as;
+        undo.verdicts.push((i, full, stack));
+    }
+    for (pi, ti, r) in native_plan {
+        let t = &mut report.snapshot.processes[pi].threads[ti];
+        if let Some(n) = t.native.take() {
+            undo.natives.push((pi, ti, n));
+        }
+        t.native_as = Some(r);
+    }
+    undo
+}
+
+/// Puts back what [`compact`] took out: `report` is as it was before.
+pub fn restore(report: &mut Report, undo: Undo) {
+    for (i, full, stack) in undo.verdicts {
+        if let Some(v) = report.threads.get_mut(i) {
+            v.providers = full;
+            v.providers_all_of.clear();
+            if v.stack_as.take().is_some() {
+                v.stack = stack;
+            }
         }
     }
-    if snapshot_is_root {
-        return;
-    }
-    let threads_of: HashMap<i64, Vec<i64>> = v
-        .pointer("/snapshot/processes")
-        .and_then(Value::as_array)
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| {
-                    let pid = p.get("pid")?.as_i64()?;
-                    let tids = p
-                        .get("threads")?
-                        .as_array()?
-                        .iter()
-                        .filter_map(|t| t.get("tid")?.as_i64())
-                        .collect();
-                    Some((pid, tids))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let Some(verdicts) = v.get_mut("threads").and_then(Value::as_array_mut) else {
-        return;
-    };
-    let wanted: HashSet<(i64, i64)> = verdicts
-        .iter()
-        .filter_map(|x| tref(x.get("stack_as")?))
-        .collect();
-    let stacks: HashMap<(i64, i64), Value> = verdicts
-        .iter()
-        .filter_map(|x| Some((tref(x.get("thread")?)?, x)))
-        .filter(|(k, _)| wanted.contains(k))
-        .filter_map(|(k, x)| Some((k, x.get("stack")?.clone())))
-        .collect();
-    for x in verdicts.iter_mut() {
-        let me = x.get("thread").and_then(tref);
-        let Some(o) = x.as_object_mut() else { continue };
-        if let Some(r) = o.remove("stack_as") {
-            if let Some(s) = tref(&r).and_then(|k| stacks.get(&k)) {
-                o.insert("stack".into(), s.clone());
-            }
-        }
-        if let Some(Value::Array(pids)) = o.remove("providers_all_of") {
-            let mut add = Vec::new();
-            for pid in pids.iter().filter_map(Value::as_i64) {
-                for &tid in threads_of.get(&pid).into_iter().flatten() {
-                    if Some((pid, tid)) != me {
-                        add.push(json!({"pid": pid, "tid": tid}));
-                    }
-                }
-            }
-            if let Some(Value::Array(p)) = o.get_mut("providers") {
-                p.extend(add);
-            }
+    for (pi, ti, n) in undo.natives {
+        if let Some(t) = report
+            .snapshot
+            .processes
+            .get_mut(pi)
+            .and_then(|p| p.threads.get_mut(ti))
+        {
+            t.native = Some(n);
+            t.native_as = None;
         }
     }
 }
 
-fn expand_native(snapshot: &mut Value) {
-    let Some(procs) = snapshot.get_mut("processes").and_then(Value::as_array_mut) else {
-        return;
-    };
-    // Only the stacks something refers to are copied.
-    let wanted: HashSet<(i64, i64)> = procs
+/// Undoes [`compact`]'s `native_as` in a snapshot.
+pub fn expand_snapshot(snap: &mut Snapshot) {
+    let wanted: HashSet<ThreadRef> = snap
+        .processes
         .iter()
-        .flat_map(|p| {
-            p.get("threads")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-        })
-        .filter_map(|t| tref(t.get("native_as")?))
+        .flat_map(|p| &p.threads)
+        .filter_map(|t| t.native_as)
         .collect();
     if wanted.is_empty() {
         return;
     }
-    let natives: HashMap<(i64, i64), Value> = procs
+    let mut natives: HashMap<ThreadRef, Vec<NativeFrame>> = HashMap::new();
+    for p in &snap.processes {
+        for t in &p.threads {
+            let r = ThreadRef {
+                pid: p.pid,
+                tid: t.tid,
+            };
+            if let (true, Some(n)) = (wanted.contains(&r), &t.native) {
+                natives.insert(r, n.clone());
+            }
+        }
+    }
+    for t in snap.processes.iter_mut().flat_map(|p| &mut p.threads) {
+        if let Some(r) = t.native_as.take() {
+            if let Some(n) = natives.get(&r) {
+                t.native = Some(n.clone());
+            }
+        }
+    }
+}
+
+/// Undoes every shorthand of [`compact`] in a report.
+pub fn expand_report(report: &mut Report) {
+    expand_snapshot(&mut report.snapshot);
+    let wanted: HashSet<ThreadRef> = report.threads.iter().filter_map(|v| v.stack_as).collect();
+    let stacks: HashMap<ThreadRef, Vec<MergedFrame>> = report
+        .threads
         .iter()
-        .flat_map(|p| {
-            let pid = p.get("pid").and_then(Value::as_i64);
-            p.get("threads")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(move |t| Some(((pid?, t.get("tid")?.as_i64()?), t)))
-        })
-        .filter(|(k, _)| wanted.contains(k))
-        .filter_map(|(k, t)| Some((k, t.get("native")?.clone())))
+        .filter(|v| wanted.contains(&v.thread))
+        .map(|v| (v.thread, v.stack.clone()))
         .collect();
-    for p in procs.iter_mut() {
-        let Some(threads) = p.get_mut("threads").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for t in threads {
-            let Some(o) = t.as_object_mut() else { continue };
-            if let Some(r) = o.remove("native_as") {
-                if let Some(n) = tref(&r).and_then(|k| natives.get(&k)) {
-                    o.insert("native".into(), n.clone());
+    let threads_of: HashMap<Pid, Vec<Tid>> = report
+        .snapshot
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.threads.iter().map(|t| t.tid).collect()))
+        .collect();
+    for v in &mut report.threads {
+        if let Some(r) = v.stack_as.take() {
+            if let Some(s) = stacks.get(&r) {
+                v.stack = s.clone();
+            }
+        }
+        for pid in std::mem::take(&mut v.providers_all_of) {
+            for &tid in threads_of.get(&pid).into_iter().flatten() {
+                let r = ThreadRef { pid, tid };
+                if r != v.thread {
+                    v.providers.push(r);
                 }
             }
         }

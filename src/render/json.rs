@@ -7,29 +7,43 @@ use super::Report;
 use std::io::Write;
 
 /// Writes the report as pretty JSON followed by a newline; above 256 threads compact instead
-/// (`super::compact`: shorthands for repeated parts, no indentation).
+/// (`super::compact`: shorthands for repeated parts, no indentation). Compacting works on a
+/// copy; [`write_in_place`] spares it.
 pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    if report.threads.len() > super::compact::AUTO_THREADS {
+        write_in_place(&mut report.clone(), out)
+    } else {
+        serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::from)?;
+        writeln!(out)
+    }
+}
+
+/// [`write`] on a report that may be changed while it is written (compacted in place, then
+/// restored): no copy of a large report.
+pub fn write_in_place(report: &mut Report, out: &mut dyn Write) -> std::io::Result<()> {
     write_with(report, false, out)
 }
 
-/// [`write`], compact whatever the size when `compact`.
-pub fn write_with(report: &Report, compact: bool, out: &mut dyn Write) -> std::io::Result<()> {
+/// [`write_in_place`], compact whatever the size when `compact`.
+pub fn write_with(report: &mut Report, compact: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    // `From` keeps an I/O error's kind (a closed pipe stays `BrokenPipe`).
     if compact || report.threads.len() > super::compact::AUTO_THREADS {
         // Shorthands, and no indentation (half the size again): `jq .` pretty-prints it.
-        let v = super::compact::to_value(report).map_err(std::io::Error::other)?;
-        serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::from)?;
+        let undo = super::compact::compact(report);
+        let r = serde_json::to_writer(&mut *out, &*report).map_err(std::io::Error::from);
+        super::compact::restore(report, undo);
+        r?;
     } else {
-        // `From` keeps an I/O error's kind (a closed pipe stays `BrokenPipe`).
-        serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::from)?;
+        serde_json::to_writer_pretty(&mut *out, &*report).map_err(std::io::Error::from)?;
     }
     writeln!(out)
 }
 
 /// Parses a `--json` report (either form: the shorthands of compact reports are expanded).
 pub fn parse_report(text: &str) -> Result<Report, String> {
-    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    super::compact::expand(&mut v);
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    let mut r: Report = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    super::compact::expand_report(&mut r);
+    Ok(r)
 }
 
 /// Parses either a saved snapshot (`mphang/snapshot/v1`) or a `--json` report
@@ -44,22 +58,25 @@ pub fn parse_snapshot_with(
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> Result<crate::model::Snapshot, String> {
     let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    super::compact::expand(&mut v);
     edit(&mut v);
     let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
-    match schema {
-        crate::model::SCHEMA => serde_json::from_value(v).map_err(|e| e.to_string()),
+    let mut snap: crate::model::Snapshot = match schema {
+        crate::model::SCHEMA => serde_json::from_value(v).map_err(|e| e.to_string())?,
         super::REPORT_SCHEMA => {
             let r: Report = serde_json::from_value(v).map_err(|e| e.to_string())?;
-            Ok(r.snapshot)
+            r.snapshot
         }
-        "" => Err("no \"schema\" field".into()),
-        other => Err(format!(
-            "schema is \"{other}\"; this mphang reads \"{}\" and \"{}\"",
-            crate::model::SCHEMA,
-            super::REPORT_SCHEMA
-        )),
-    }
+        "" => return Err("no \"schema\" field".into()),
+        other => {
+            return Err(format!(
+                "schema is \"{other}\"; this mphang reads \"{}\" and \"{}\"",
+                crate::model::SCHEMA,
+                super::REPORT_SCHEMA
+            ))
+        }
+    };
+    super::compact::expand_snapshot(&mut snap);
+    Ok(snap)
 }
 
 /// The JSON Schema (draft 2020-12) of the `mphang/report/v1` document, generated from the types.

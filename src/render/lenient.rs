@@ -12,6 +12,13 @@ pub type Notes = Vec<String>;
 /// Reads a snapshot (`mphang/snapshot/v1`) or the snapshot of a report (`mphang/report/v1`;
 /// its analysis is recomputed by whoever reads it, so the rest is not read).
 pub fn parse_snapshot(text: &str) -> Result<(Snapshot, Notes), String> {
+    let (mut snap, notes) = parse_unexpanded(text)?;
+    super::compact::expand_snapshot(&mut snap);
+    Ok((snap, notes))
+}
+
+/// [`parse_snapshot`] with a compact report's `native_as` left as written.
+fn parse_unexpanded(text: &str) -> Result<(Snapshot, Notes), String> {
     // Fast path: a document this version reads as it is (typed, no intermediate tree).
     if let Ok(s) = strict(text) {
         return Ok((s, Vec::new()));

@@ -430,6 +430,7 @@ fn chain_snapshot(n: usize) -> Snapshot {
                     cpu_ticks: 0,
                     py: None,
                     native: None,
+                    native_as: None,
                     later: Vec::new(),
                     sched: None,
                 }],

@@ -4,7 +4,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::Finding;
 use crate::model::ThreadRef;
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
@@ -42,7 +42,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
         // Everything reachable belongs to this finding; reaching a thread an earlier finding
         // covers makes this root part of that finding (each thread is expanded once).
-        let mut all = HashSet::from([t]);
+        let mut all = HashSet::from_iter([t]);
         let mut order = vec![t];
         let mut frontier = vec![t];
         let mut joins: Option<usize> = None;

@@ -7,7 +7,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::{Pid, ThreadRef};
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     // Process-level edges P -> Q: a stuck thread of P waits on IPC (a resource) that only Q
@@ -59,7 +59,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
     }
     let reach = |start: Pid, next: &dyn Fn(Pid) -> Vec<Pid>| -> HashSet<Pid> {
-        let mut seen = HashSet::from([start]);
+        let mut seen = HashSet::from_iter([start]);
         let mut todo = vec![start];
         while let Some(cur) = todo.pop() {
             for q in next(cur) {

@@ -6,7 +6,8 @@
 use super::{at, Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::{Inode, ThreadRef};
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 
 /// A stuck writer on a full pipe whose read end `a`'s process holds, reached from `b`'s threads
 /// over stuck providers (outside `a`'s process), with the path to it (starting in `b`).

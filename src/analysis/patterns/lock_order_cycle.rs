@@ -6,7 +6,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
 use crate::model::ThreadRef;
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -69,7 +69,7 @@ fn across_processes(ctx: &Ctx<'_>) -> Vec<Finding> {
             continue;
         }
         let mut path = vec![*start];
-        let mut on_path: HashMap<ThreadRef, usize> = HashMap::from([(*start, 0)]);
+        let mut on_path: HashMap<ThreadRef, usize> = HashMap::from_iter([(*start, 0)]);
         let mut cur = *start;
         while let Some(next) =
             holders_of(ctx, cur).and_then(|hs| hs.into_iter().find(|h| stuck.contains(h)))

@@ -30,7 +30,8 @@ use super::graph::Graph;
 use super::index::Index;
 use super::types::{Assumption, BlockedOn, ChainLink, CodeLine, Finding, Severity};
 use crate::model::{Pid, PyThread, ThreadRef, Tid};
-use std::collections::{HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::VecDeque;
 
 /// What a detector sees.
 pub struct Ctx<'a> {

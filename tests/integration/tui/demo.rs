@@ -131,6 +131,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             ],
         ),
         native: None,
+        native_as: None,
         later: Vec::new(),
         sched: None,
     };
@@ -174,6 +175,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             ],
         ),
         native: None,
+        native_as: None,
         later: Vec::new(),
         sched: None,
     };
@@ -213,6 +215,7 @@ pub fn snapshot(later_ms: u64) -> Snapshot {
             ("start_thread", "/lib/x86_64-linux-gnu/libc.so.6"),
             ("__clone3", "/lib/x86_64-linux-gnu/libc.so.6"),
         ]),
+        native_as: None,
         later: Vec::new(),
         sched: None,
     };
@@ -282,6 +285,8 @@ fn verdict(
         providers,
         line: line.into(),
         housekeeping: false,
+        providers_all_of: Vec::new(),
+        stack_as: None,
         stack: Vec::new(),
     }
 }
