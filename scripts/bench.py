@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark: mphang against py-spy and pystack on hung trees of 1 to 64 processes.
+"""Benchmark: mphang against py-spy and pystack on hung trees of 1 to 256 processes.
 
-Usage: scripts/bench.py [--python PY] [--sizes 1,8,32,64] [--runs 5] [--mphang BIN]
+Usage: scripts/bench.py [--python PY] [--sizes 1,8,32,64,256] [--runs 5] [--mphang BIN]
+                        [--pystack-max N]
        scripts/bench.py --stops [--runs 10] [--python PY] [--mphang BIN]
 Build first: cargo build --release. py-spy and pystack are pip-installed into .bench-venv.
 Prints a markdown table of medians (ms) for, in the same run on the same tree:
   mphang report --json --samples 1 --nonblocking   (the /proc + Python snapshot, nothing stopped)
   mphang report --json --samples 1                 (plus native stacks; longest stop per thread)
+  mphang report --json                             (the default: native stacks and two looks)
   py-spy dump --pid ROOT --subprocesses [--native]
   pystack remote --native PID, once per process of the tree (it has no subprocess mode)
-and mphang's peak RSS (/usr/bin/time). Trees come from scripts/bench_tree.py.
+and mphang's peak RSS (/usr/bin/time), and the size of the nonblocking --json report per
+process. pystack runs only on trees of at most --pystack-max processes (default 64: it takes
+about 130 ms per process). Per extra process: from the second size to the last (8 to 256).
+Trees come from scripts/bench_tree.py.
 
 --stops: the time each thread is held stopped for its native stack, under CPU load (trees from
 scripts/bench_load.py: a busy Pool(8), and 16 spinning workers on this machine's CPUs), with
@@ -106,7 +111,8 @@ def stops(a):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=shutil.which("python3"))
-    ap.add_argument("--sizes", default="1,8,32,64")
+    ap.add_argument("--sizes", default="1,8,32,64,256")
+    ap.add_argument("--pystack-max", type=int, default=64)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mphang", default=os.path.join(ROOT, "target/release/mphang"))
     ap.add_argument("--stops", action="store_true")
@@ -120,8 +126,8 @@ def main():
         time.strftime("%Y-%m-%d"), version([a.mphang]), version([pyspy]), version([pystack]),
         pyver, open("/proc/loadavg").read().split()[0] + " load"))
     print()
-    print("| processes | mphang nonblocking | mphang native | longest stop µs | mphang peak MiB | py-spy dump | py-spy dump --native | pystack --native (all pids) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| processes | mphang nonblocking | mphang native | mphang default (2 looks) | longest stop µs | mphang peak MiB | JSON KiB per process | py-spy dump | py-spy dump --native | pystack --native (all pids) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         ready = "/tmp/mphang-bench-ready-%d.json" % os.getpid()
@@ -134,31 +140,35 @@ def main():
                 time.sleep(0.01)
             info = json.load(open(ready))
             root, pids = info["root"], [info["root"]] + info["pids"]
-            col = {k: [] for k in ("nb", "nat", "stop", "rss", "ps", "psn", "pst")}
+            col = {k: [] for k in ("nb", "nat", "two", "kib", "stop", "rss", "ps", "psn", "pst")}
             for _ in range(a.runs):
                 ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1", "--nonblocking"])
                 col["nb"].append(ms); col["rss"].append(rss or 0)
                 seen = len(json.loads(out)["snapshot"]["processes"])
+                col["kib"].append(len(out) / 1024.0 / max(1, seen))
                 ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1"])
                 col["nat"].append(ms); col["rss"].append(rss or 0)
                 col["stop"].append(json.loads(out)["snapshot"].get("max_stop_us") or 0)
+                ms, rss, out = timed([a.mphang, "report", str(root), "--json"])
+                col["two"].append(ms); col["rss"].append(rss or 0)
                 col["ps"].append(timed([pyspy, "dump", "--pid", str(root), "--subprocesses"])[0])
                 col["psn"].append(timed([pyspy, "dump", "--pid", str(root), "--subprocesses", "--native"])[0])
-            for _ in range(max(1, a.runs // 2)):
+            for _ in range(max(1, a.runs // 2) if n <= a.pystack_max else 0):
                 col["pst"].append(sum(timed([pystack, "remote", "--native", str(p)])[0] for p in pids))
             med = statistics.median
-            print("| %d (%d seen) | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.0f |" % (
-                n, seen, med(col["nb"]), med(col["nat"]), max(col["stop"]), max(col["rss"]),
-                med(col["ps"]), med(col["psn"]), med(col["pst"])))
+            print("| %d (%d seen) | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f | %.0f | %.0f | %s |" % (
+                n, seen, med(col["nb"]), med(col["nat"]), med(col["two"]), max(col["stop"]),
+                max(col["rss"]), med(col["kib"]), med(col["ps"]), med(col["psn"]),
+                "%.0f" % med(col["pst"]) if col["pst"] else "-"))
             rows.append((n, med(col["nb"]), med(col["nat"]), med(col["ps"]), med(col["psn"])))
         finally:
             os.killpg(tree.pid, signal.SIGKILL)
             tree.wait()
     if len(rows) >= 2:
-        (n0, a0, b0, c0, d0), (n1, a1, b1, c1, d1) = rows[0], rows[-1]
+        (n0, a0, b0, c0, d0), (n1, a1, b1, c1, d1) = rows[1 if len(rows) > 2 else 0], rows[-1]
         k = float(n1 - n0)
         print()
-        print("per extra process (ms): mphang nonblocking %.2f, mphang native %.2f, py-spy %.2f, py-spy --native %.2f"
+        print("per extra process from %d to %d (ms): mphang nonblocking" % (n0, n1) + " %.2f, mphang native %.2f, py-spy %.2f, py-spy --native %.2f"
               % ((a1 - a0) / k, (b1 - b0) / k, (c1 - c0) / k, (d1 - d0) / k))
 
 

@@ -71,20 +71,36 @@ pub fn process_brief(idx: &Index<'_>, g: &Graph, pid: Pid) -> String {
     }
 }
 
+/// At most this many holder processes are described in one line; the rest are counted.
+const HOLDERS_SHOWN: usize = 8;
+
 fn holders_text(idx: &Index<'_>, g: &Graph, me: ThreadRef, hs: &[&Holder]) -> String {
     if hs.is_empty() {
         return "held by no process".into();
     }
-    let mut pids: Vec<Pid> = hs.iter().map(|h| h.pid).collect();
-    pids.dedup();
-    let parts: Vec<String> = pids
+    // Fds per process, in the order the processes first appear (one pass: a pipe inherited by
+    // a 64-process tree has 64 holders, and every blocked thread's line names them).
+    let mut pids: Vec<(Pid, Vec<i32>)> = Vec::new();
+    for h in hs {
+        match pids.iter_mut().rev().find(|(p, _)| *p == h.pid) {
+            Some((_, fds)) => fds.push(h.fd),
+            None => pids.push((h.pid, vec![h.fd])),
+        }
+        if pids.len() > HOLDERS_SHOWN {
+            break;
+        }
+    }
+    let total = {
+        let mut all: Vec<Pid> = hs.iter().map(|h| h.pid).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    };
+    let mut parts: Vec<String> = pids
         .iter()
-        .map(|pid| {
-            let fds: Vec<String> = hs
-                .iter()
-                .filter(|h| h.pid == *pid)
-                .map(|h| h.fd.to_string())
-                .collect();
+        .take(HOLDERS_SHOWN)
+        .map(|(pid, fds)| {
+            let fds: Vec<String> = fds.iter().map(i32::to_string).collect();
             if *pid == me.pid {
                 format!("this process (fd {})", fds.join(","))
             } else {
@@ -92,6 +108,9 @@ fn holders_text(idx: &Index<'_>, g: &Graph, me: ThreadRef, hs: &[&Holder]) -> St
             }
         })
         .collect();
+    if total > HOLDERS_SHOWN {
+        parts.push(format!("and {} more processes", total - HOLDERS_SHOWN));
+    }
     format!("held by {}", parts.join("; "))
 }
 

@@ -179,6 +179,11 @@ pub fn judge(
     if matches!(b, BlockedOn::Timed { .. }) {
         return timed(t, b);
     }
+    if matches!(b, BlockedOn::Running) {
+        if let Some(per) = caught_between_waits(t, top.as_deref()) {
+            return Motion::Periodic(per);
+        }
+    }
     if matches!(b, BlockedOn::Running | BlockedOn::Gil) {
         // Running is progress by itself; a GIL waiter wakes every 5 ms and accrues CPU ticks, so
         // only a new Python line (above) says it ran.
@@ -191,6 +196,34 @@ pub fn judge(
         return Motion::Moved(format!("pipe:[{ino}] changed fill between looks"));
     }
     Motion::Still
+}
+
+/// A thread running at the first look and, in every later look, in a timed wait at the same
+/// Python line: a loop caught between two of its waits (a ticker's `Event.wait(0.5)` that had
+/// just returned), as `timed` counts a running look between two waits as a wake. It is a
+/// periodic thread, and a confirmed one (it woke and came back), not a running seed that could
+/// provide anything: a busy machine catches such threads running often.
+fn caught_between_waits(t: &ThreadSnap, top: Option<&str>) -> Option<Periodic> {
+    let top = top?;
+    let last = t.later.last()?;
+    let every = t
+        .later
+        .iter()
+        .all(|l| l.syscall.is_some() && l.timed.is_some() && l.py_top.as_deref() == Some(top));
+    if !every {
+        return None;
+    }
+    let what = match t.py.as_ref().and_then(known_loop) {
+        Some(k) => format!("{}, {k}", t.display_name()),
+        None => format!("{}, waiting at {top}", t.display_name()),
+    };
+    Some(Periodic {
+        confirmed: Some(format!(
+            "caught running at {top} and then back in its timed wait at the same line"
+        )),
+        left_ms: last.timed.and_then(|w| w.left_ms),
+        what,
+    })
 }
 
 /// A changed innermost Python frame between the first look and a later one, or between later

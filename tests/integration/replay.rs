@@ -736,3 +736,39 @@ fn our_own_stop_is_not_progress() {
     f.later[1].switches = Some(10);
     assert!(patterns(&s).is_empty());
 }
+
+/// A loop caught between two of its waits is periodic, not a running seed: the joined child's
+/// ticker (`Event.wait(0.5)`) seen running at the first look and back in its timed wait at the
+/// same line in every later look does not make the join able to progress (seen in CI under
+/// load: orphaned_lock_pool with noise lost the Pool's owner from its finding this way).
+#[test]
+fn a_loop_caught_running_between_its_waits_is_periodic() {
+    let mut s = load("join_before_drain_noise");
+    let t = s
+        .processes
+        .iter_mut()
+        .find(|p| p.pid.0 == 22434)
+        .and_then(|p| p.threads.iter_mut().find(|t| t.tid.0 == 22436))
+        .expect("the child's ticker");
+    t.state = 'R';
+    t.syscall = mphang::model::SyscallState::Running;
+    assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
+    let a = analyze(&s);
+    let v = a
+        .threads
+        .iter()
+        .find(|v| v.thread.tid.0 == 22436)
+        .expect("a verdict");
+    assert!(v.housekeeping, "caught between waits: periodic, confirmed");
+    // Seen running in a later look too: not known to loop, and the child may still exit.
+    let t = s
+        .processes
+        .iter_mut()
+        .find(|p| p.pid.0 == 22434)
+        .and_then(|p| p.threads.iter_mut().find(|t| t.tid.0 == 22436))
+        .expect("the child's ticker");
+    t.later[2].syscall = None;
+    t.later[2].timed = None;
+    t.later[2].py_top = Some("_fixture.py:99 elsewhere".into());
+    assert!(patterns(&s).is_empty());
+}
