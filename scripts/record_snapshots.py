@@ -40,7 +40,12 @@ def gone(pid):
 @contextlib.contextmanager
 def hung(python, fixture, method=None, env=()):
     """Starts fixtures/<fixture>.py in its own session, waits until its ready file's
-    expectations hold, yields its pid, and kills its process group afterwards."""
+    expectations hold, yields its pid, and kills its process group afterwards, also when this
+    script is ended by SIGTERM or SIGHUP (`timeout`, a closed terminal): those become
+    SystemExit, so the cleanup below runs instead of leaving the tree alive."""
+    def end(signum, _frame):
+        raise SystemExit(128 + signum)
+    previous = {sig: signal.signal(sig, end) for sig in (signal.SIGTERM, signal.SIGHUP)}
     ready = "/tmp/mphang-record-%s.json" % fixture
     if os.path.exists(ready):
         os.unlink(ready)
@@ -65,6 +70,8 @@ def hung(python, fixture, method=None, env=()):
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main():
