@@ -180,7 +180,7 @@ pub fn judge(
         return timed(t, b);
     }
     if matches!(b, BlockedOn::Running) {
-        if let Some(per) = caught_between_waits(t, top.as_deref()) {
+        if let Some(per) = caught_between_waits(t, b, top.as_deref()) {
             return Motion::Periodic(per);
         }
     }
@@ -203,7 +203,7 @@ pub fn judge(
 /// just returned), as `timed` counts a running look between two waits as a wake. It is a
 /// periodic thread, and a confirmed one (it woke and came back), not a running seed that could
 /// provide anything: a busy machine catches such threads running often.
-fn caught_between_waits(t: &ThreadSnap, top: Option<&str>) -> Option<Periodic> {
+fn caught_between_waits(t: &ThreadSnap, b: &BlockedOn, top: Option<&str>) -> Option<Periodic> {
     let top = top?;
     let last = t.later.last()?;
     let every = t
@@ -213,16 +213,12 @@ fn caught_between_waits(t: &ThreadSnap, top: Option<&str>) -> Option<Periodic> {
     if !every {
         return None;
     }
-    let what = match t.py.as_ref().and_then(known_loop) {
-        Some(k) => format!("{}, {k}", t.display_name()),
-        None => format!("{}, waiting at {top}", t.display_name()),
-    };
     Some(Periodic {
         confirmed: Some(format!(
             "caught running at {top} and then back in its timed wait at the same line"
         )),
         left_ms: last.timed.and_then(|w| w.left_ms),
-        what,
+        what: describe_wait(t, b),
     })
 }
 

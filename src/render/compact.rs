@@ -105,8 +105,12 @@ pub fn compact(report: &mut Report) -> Undo {
     let mut undo = Undo::default();
     for (i, all_of, stack_as) in plan {
         let v = &mut report.threads[i];
-        let full = v.providers.clone();
-        v.providers.retain(|p| !all_of.contains(&p.pid));
+        let full = std::mem::take(&mut v.providers);
+        v.providers = full
+            .iter()
+            .filter(|p| !all_of.contains(&p.pid))
+            .copied()
+            .collect();
         v.providers_all_of = all_of;
         let stack = if stack_as.is_some() {
             std::mem::take(&mut v.stack)

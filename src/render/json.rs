@@ -59,20 +59,11 @@ pub fn parse_snapshot_with(
 ) -> Result<crate::model::Snapshot, String> {
     let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     edit(&mut v);
-    let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
-    let mut snap: crate::model::Snapshot = match schema {
-        crate::model::SCHEMA => serde_json::from_value(v).map_err(|e| e.to_string())?,
-        super::REPORT_SCHEMA => {
+    let mut snap: crate::model::Snapshot = match super::doc_kind(&v)? {
+        super::DocKind::Snapshot => serde_json::from_value(v).map_err(|e| e.to_string())?,
+        super::DocKind::Report => {
             let r: Report = serde_json::from_value(v).map_err(|e| e.to_string())?;
             r.snapshot
-        }
-        "" => return Err("no \"schema\" field".into()),
-        other => {
-            return Err(format!(
-                "schema is \"{other}\"; this mphang reads \"{}\" and \"{}\"",
-                crate::model::SCHEMA,
-                super::REPORT_SCHEMA
-            ))
         }
     };
     super::compact::expand_snapshot(&mut snap);

@@ -24,23 +24,12 @@ fn parse_unexpanded(text: &str) -> Result<(Snapshot, Notes), String> {
         return Ok((s, Vec::new()));
     }
     let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let schema = v.get("schema").and_then(|s| s.as_str()).unwrap_or("");
-    let mut v = match schema {
-        crate::model::SCHEMA => v,
-        super::REPORT_SCHEMA => match v {
-            Value::Object(mut m) => m
-                .remove("snapshot")
-                .ok_or("a report without \"snapshot\"")?,
-            _ => return Err("not a JSON object".into()),
-        },
-        "" => return Err("no \"schema\" field".into()),
-        other => {
-            return Err(format!(
-                "schema is \"{other}\"; this mphang reads \"{}\" and \"{}\"",
-                crate::model::SCHEMA,
-                super::REPORT_SCHEMA
-            ))
-        }
+    let mut v = match (super::doc_kind(&v)?, v) {
+        (super::DocKind::Snapshot, v) => v,
+        (super::DocKind::Report, Value::Object(mut m)) => m
+            .remove("snapshot")
+            .ok_or("a report without \"snapshot\"")?,
+        (super::DocKind::Report, _) => return Err("not a JSON object".into()),
     };
     let mut notes = Vec::new();
     // Each round fixes one kind of problem everywhere it occurs; a bounded number of rounds.

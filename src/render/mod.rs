@@ -14,6 +14,27 @@ use serde::{Deserialize, Serialize};
 /// Schema string of the `--json` report document.
 pub const REPORT_SCHEMA: &str = "mphang/report/v1";
 
+/// The two documents mphang reads back.
+pub(crate) enum DocKind {
+    /// `mphang/snapshot/v1`.
+    Snapshot,
+    /// `mphang/report/v1`.
+    Report,
+}
+
+/// Which document a JSON value is, from its `schema` field; the error says what is read.
+pub(crate) fn doc_kind(v: &serde_json::Value) -> Result<DocKind, String> {
+    match v.get("schema").and_then(|s| s.as_str()).unwrap_or("") {
+        crate::model::SCHEMA => Ok(DocKind::Snapshot),
+        REPORT_SCHEMA => Ok(DocKind::Report),
+        "" => Err("no \"schema\" field".into()),
+        other => Err(format!(
+            "schema is \"{other}\"; this mphang reads \"{}\" and \"{REPORT_SCHEMA}\"",
+            crate::model::SCHEMA
+        )),
+    }
+}
+
 /// What every renderer takes: the raw snapshot and what was concluded from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Report {

@@ -737,6 +737,15 @@ fn our_own_stop_is_not_progress() {
     assert!(patterns(&s).is_empty());
 }
 
+/// The joined child's ticker thread in `join_before_drain_noise`.
+fn child_ticker(s: &mut Snapshot) -> &mut mphang::model::ThreadSnap {
+    s.processes
+        .iter_mut()
+        .find(|p| p.pid.0 == 22434)
+        .and_then(|p| p.threads.iter_mut().find(|t| t.tid.0 == 22436))
+        .expect("the child's ticker")
+}
+
 /// A loop caught between two of its waits is periodic, not a running seed: the joined child's
 /// ticker (`Event.wait(0.5)`) seen running at the first look and back in its timed wait at the
 /// same line in every later look does not make the join able to progress (seen in CI under
@@ -744,12 +753,7 @@ fn our_own_stop_is_not_progress() {
 #[test]
 fn a_loop_caught_running_between_its_waits_is_periodic() {
     let mut s = load("join_before_drain_noise");
-    let t = s
-        .processes
-        .iter_mut()
-        .find(|p| p.pid.0 == 22434)
-        .and_then(|p| p.threads.iter_mut().find(|t| t.tid.0 == 22436))
-        .expect("the child's ticker");
+    let t = child_ticker(&mut s);
     t.state = 'R';
     t.syscall = mphang::model::SyscallState::Running;
     assert_eq!(patterns(&s), vec!["join_before_drain".to_string()]);
@@ -761,12 +765,7 @@ fn a_loop_caught_running_between_its_waits_is_periodic() {
         .expect("a verdict");
     assert!(v.housekeeping, "caught between waits: periodic, confirmed");
     // Seen running in a later look too: not known to loop, and the child may still exit.
-    let t = s
-        .processes
-        .iter_mut()
-        .find(|p| p.pid.0 == 22434)
-        .and_then(|p| p.threads.iter_mut().find(|t| t.tid.0 == 22436))
-        .expect("the child's ticker");
+    let t = child_ticker(&mut s);
     t.later[2].syscall = None;
     t.later[2].timed = None;
     t.later[2].py_top = Some("_fixture.py:99 elsewhere".into());

@@ -521,7 +521,7 @@ fn capture_all(
     // it stopped (SIGSTOP) then, nobody would notice and such a thread would stay stopped. Its
     // exit releases them. A fresh one (holding nothing) takes its place: not a restart.
     if slot.as_ref().is_some_and(|h| h.pending > 0) {
-        *slot = None;
+        drop(slot.take());
         *slot = helper::Helper::start();
     }
     out
