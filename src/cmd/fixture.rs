@@ -38,7 +38,7 @@ pub struct Fixture {
     child: Child,
     pub pgid: i32,
     pub ready: Ready,
-    /// Removed when the fixture is dropped.
+    /// The ready file and the fixture's `TMPDIR`; removed when the fixture is dropped.
     dir: tempfile::TempDir,
 }
 
@@ -94,6 +94,9 @@ impl Fixture {
             .arg(script)
             .env("MPHANG_READY", &ready_path)
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            // multiprocessing's `pymp-*` directories and forkserver sockets go in the scratch
+            // directory: a killed fixture cannot remove them itself.
+            .env("TMPDIR", dir.path())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -41,6 +41,7 @@ fn run(py: &Python, fixture: &str) -> mphang::render::Report {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let reports: PathBuf = dir.join("report");
+    let _ = std::fs::create_dir_all(&dir);
     let child = util::bin()
         .args(["run", "--timeout", "8s", "--grace", "1s", "--report-dir"])
         .arg(&reports)
@@ -49,13 +50,13 @@ fn run(py: &Python, fixture: &str) -> mphang::render::Report {
         .arg(util::fixture_path(fixture))
         .env_remove("GITHUB_ACTIONS")
         .env("MPHANG_READY", dir.join("ready.json"))
+        .env("TMPDIR", &dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .expect("spawn mphang run");
-    let _ = std::fs::create_dir_all(&dir);
     let mut guard = Guard(child);
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {

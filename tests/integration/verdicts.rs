@@ -176,16 +176,8 @@ struct NsFixture {
     /// Namespace pid -> host pid, for every process of the fixture.
     map: std::collections::HashMap<i32, i32>,
     ready: mphang::cmd::fixture::Ready,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    /// The ready file and the fixture's `TMPDIR`; dropped after the group is gone.
+    _dir: util::TempDir,
 }
 
 fn nspid(pid: i32, tid: i32) -> Option<i32> {
@@ -211,17 +203,15 @@ fn descendants(pid: i32) -> Vec<i32> {
 
 impl NsFixture {
     fn start(py: &Path, name: &str) -> NsFixture {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("mphang-ns-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = util::tempdir("ns");
         let ready_path = dir.join("ready.json");
         let group = Group::start(
             Command::new("unshare")
                 .args(["--pid", "--fork", "--mount-proc"])
                 .arg(py)
                 .arg(util::fixture_path(name))
-                .env("MPHANG_READY", &ready_path),
+                .env("MPHANG_READY", &ready_path)
+                .env("TMPDIR", &*dir),
         );
         let ready: mphang::cmd::fixture::Ready = wait_for("the ready file", || {
             serde_json::from_str(&std::fs::read_to_string(&ready_path).ok()?).ok()
@@ -283,7 +273,7 @@ impl NsFixture {
             _group: group,
             map,
             ready,
-            _dir: tempdir::Dir(dir),
+            _dir: dir,
         }
     }
 
