@@ -1,12 +1,13 @@
 //! `mphang merge a.json b.json …`: per-host reports read leniently (any mphang version),
-//! combined into one host-qualified snapshot, analysed by the same engine, printed as text or
-//! JSON; exit 0/1/2 like `report`. `MPHANG_TRACE=1` prints the time of each phase.
+//! bounded and escaped like `--from`, combined into one host-qualified snapshot, analysed by
+//! the same engine, printed as text or JSON; exit 0/1/2 like `report`. `MPHANG_TRACE=1`
+//! prints the time of each phase.
 
 use crate::cli::MergeArgs;
 use crate::error::{Error, Result};
 use crate::model::combine::{self, Input};
 use crate::render::{self, Report};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn run(args: &MergeArgs) -> Result<i32> {
     let started = std::time::Instant::now();
@@ -64,7 +65,7 @@ fn read_all(files: &[PathBuf]) -> Vec<Read> {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
-                let h = s.spawn(move || part.iter().map(read_one).collect::<Vec<Read>>());
+                let h = s.spawn(move || part.iter().map(|p| read_one(p)).collect::<Vec<Read>>());
                 (part.len(), h)
             })
             .collect();
@@ -81,13 +82,18 @@ fn read_all(files: &[PathBuf]) -> Vec<Read> {
     })
 }
 
-fn read_one(path: &PathBuf) -> Read {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::ReadInput {
-        path: path.clone(),
-        source: e,
-    })?;
-    render::lenient::parse_snapshot(&text).map_err(|message| Error::BadSnapshot {
-        path: path.clone(),
-        message,
-    })
+/// Reads one report as `--from` reads a file (a regular file within the size limit), and
+/// escapes its strings when any could hold a control character (reports are redacted, or not,
+/// by the `report` that wrote them).
+fn read_one(path: &Path) -> Read {
+    let text = super::report::read_input(path)?;
+    let (mut snap, notes) =
+        render::lenient::parse_snapshot(&text).map_err(|message| Error::BadSnapshot {
+            path: path.to_path_buf(),
+            message,
+        })?;
+    if crate::model::safe::json_needs_escape(&text) {
+        crate::model::safe::sanitize(&mut snap, false);
+    }
+    Ok((snap, notes))
 }

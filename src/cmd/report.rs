@@ -94,7 +94,7 @@ pub fn max_input_bytes() -> u64 {
 /// (a FIFO would otherwise block the open), checked on the open descriptor (no race with a
 /// rename), and read through a bounded reader (a file that grows, or reports size 0 like
 /// `/proc` files, cannot make it read more).
-fn read_input(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_input(path: &std::path::Path) -> Result<String> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let refused = |why: String| Error::InputRefused {

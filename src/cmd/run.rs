@@ -124,7 +124,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let junit = |outcome: junit::Outcome| {
         if let Some(path) = &args.junit {
             let xml = junit::report(&outcome, &shown, started.elapsed(), &paths);
-            if let Err(e) = std::fs::write(path, xml) {
+            if let Err(e) = super::report::write_private(path, xml.as_bytes()) {
                 let _ = writeln!(
                     std::io::stderr(),
                     "mphang: cannot write {}: {e}",

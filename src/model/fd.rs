@@ -197,7 +197,8 @@ impl FdEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PipeSnap {
     pub inode: Inode,
-    /// Bytes buffered (FIONREAD on a reopened O_RDONLY|O_NONBLOCK fd; consumes nothing).
+    /// Bytes buffered (FIONREAD on the target's own fd duplicated with `pidfd_getfd`, else on
+    /// a write-only reopen; adds no reader and consumes nothing).
     pub buffered: Option<u32>,
     /// Capacity (F_GETPIPE_SZ), normally 65536. "Full" is counted in page slots, so a
     /// writer can block with `buffered` below this.

@@ -213,6 +213,39 @@ fn walk(v: &mut Value, redact: bool) {
     }
 }
 
+/// Whether any string of the JSON document `text` could need [`escape_control`]: an escaped
+/// control character (`\n`, `\u001b`, …; any `\u` counts) or a raw character that
+/// [`escape_control`] rewrites. A report mphang wrote has none, so `merge` escapes only the
+/// inputs this finds (one pass over the bytes instead of a rewrite of every string).
+pub fn json_needs_escape(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                if matches!(b.get(i + 1), Some(b'n' | b'r' | b't' | b'b' | b'f' | b'u')) {
+                    return true;
+                }
+                i += 2;
+            }
+            0x7f => return true,
+            c if c >= 0x80 => {
+                // `i` is always at a char boundary: a multi-byte char is skipped whole.
+                let Some(ch) = text.get(i..).and_then(|t| t.chars().next()) else {
+                    i += 1;
+                    continue;
+                };
+                if needs_escape(ch) {
+                    return true;
+                }
+                i += ch.len_utf8();
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 /// Escapes (and, when `redact`, redacts) every string of a snapshot in its JSON form: used by
 /// `--from` before the snapshot is parsed.
 pub fn sanitize_value(v: &mut Value, redact: bool) {
@@ -236,6 +269,18 @@ mod tests {
 
     fn argv(s: &[&str]) -> Vec<String> {
         redact_argv(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn json_text_that_could_hold_control_characters_is_found() {
+        let clean = serde_json::json!({"cmdline": ["python3", "naïve ✓", "a\\\\nb"]});
+        assert!(!json_needs_escape(
+            &serde_json::to_string_pretty(&clean).expect("json")
+        ));
+        for bad in ["a\nb", "\x1b[31m", "x\u{202e}y", "\u{7f}", "\u{85}"] {
+            let v = serde_json::json!({ "comm": bad });
+            assert!(json_needs_escape(&v.to_string()), "{bad:?}");
+        }
     }
 
     #[test]

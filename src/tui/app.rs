@@ -377,9 +377,11 @@ pub fn save_snapshot(snap: &Snapshot, dir: &Path) -> Result<PathBuf> {
         context: "serializing the snapshot".into(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(&path, json + "\n").map_err(|source| Error::WriteOutput {
-        path: path.clone(),
-        source,
+    crate::cmd::report::write_private(&path, (json + "\n").as_bytes()).map_err(|source| {
+        Error::WriteOutput {
+            path: path.clone(),
+            source,
+        }
     })?;
     Ok(path)
 }

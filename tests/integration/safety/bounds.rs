@@ -66,20 +66,27 @@ fn from_refuses_fifos_devices_and_oversized_files() {
             "more than the 1 MiB limit",
         ),
     ] {
-        let mut cmd = bin();
-        cmd.arg("report").arg("--from").arg(path);
-        if let Some(l) = limit_mb {
-            cmd.env("MPHANG_MAX_INPUT_MB", l);
+        // `merge` reads its reports the same way.
+        for args in [&["report", "--from"][..], &["merge"]] {
+            let mut cmd = bin();
+            cmd.args(args).arg(path);
+            if let Some(l) = limit_mb {
+                cmd.env("MPHANG_MAX_INPUT_MB", l);
+            }
+            let o = run_bounded(&mut cmd, Duration::from_secs(10));
+            let e = stderr(&o);
+            let ctx = format!("{args:?} {}: {e}", path.display());
+            assert_eq!(o.status.code(), Some(2), "{ctx}");
+            assert!(
+                e.contains("refusing to read") && e.contains(needle),
+                "{ctx}"
+            );
+            assert!(
+                e.contains("hint:") && e.contains("MPHANG_MAX_INPUT_MB"),
+                "{ctx}"
+            );
+            assert_eq!(e.lines().count(), 2, "one sentence and one hint: {ctx}");
         }
-        let o = run_bounded(&mut cmd, Duration::from_secs(10));
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{}: {e}", path.display());
-        assert!(e.contains("refusing to read") && e.contains(needle), "{e}");
-        assert!(
-            e.contains("hint:") && e.contains("MPHANG_MAX_INPUT_MB"),
-            "{e}"
-        );
-        assert_eq!(e.lines().count(), 2, "one sentence and one hint: {e}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

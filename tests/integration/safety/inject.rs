@@ -97,6 +97,20 @@ fn hostile_strings_are_escaped_and_secrets_redacted_in_report() {
         .output()
         .expect("run");
     clean("--from", &String::from_utf8_lossy(&again.stdout));
+    // A report edited by hand to hold raw control characters: merge escapes them too.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).expect("read")).expect("json");
+    v["processes"][0]["cmdline"][0] = "evil\n::error::merged\x1b[31m".into();
+    let hostile = fx.dir().join("hostile.json");
+    std::fs::write(&hostile, v.to_string()).expect("write");
+    let merged = bin().arg("merge").arg(&hostile).output().expect("run");
+    let merged = String::from_utf8_lossy(&merged.stdout).into_owned();
+    clean("merge", &merged);
+    assert!(workflow_commands(&merged).is_empty(), "{merged}");
+    assert!(
+        merged.contains("evil\\n::error::merged\\x1b[31m"),
+        "{merged}"
+    );
 
     let o = bin()
         .args(["report", &pid, "--json", "--samples", "1"])
