@@ -6,6 +6,7 @@ mod generated;
 mod live;
 mod multi_host;
 mod native;
+mod packaging;
 mod past;
 mod pytest_plugin;
 mod registry;

@@ -248,6 +248,15 @@ fn assert_hang_failed_by_mphang(s: &Session, why: &str) {
     s.assert_nothing_left();
 }
 
+/// The ini option (`mphang_timeout = 6` in pytest.ini, here through `-o`) turns the plugin on
+/// like the command-line option.
+#[test]
+fn the_ini_option_turns_the_plugin_on() {
+    let py = require_venv!();
+    let s = Session::run(py, "ini", "test_hangs.py", &["-o", "mphang_timeout=6"]);
+    assert_hang_failed_by_mphang(&s, "timed out after 6s");
+}
+
 #[test]
 fn a_hanging_test_fails_with_its_finding_and_the_session_goes_on() {
     let py = require_venv!();
@@ -296,10 +305,13 @@ fn with_pytest_timeout_mphang_fires_first() {
 }
 
 #[test]
-fn with_pytest_timeouts_thread_method_the_evidence_survives() {
+fn with_pytest_timeouts_thread_method_mphang_fires_first_and_names_the_hang() {
     let py = require_venv!();
     // The thread method ends pytest with os._exit(1) at its deadline, which would lose the
-    // stuck child unexamined and skip the remaining tests. mphang fires first, at 7 s.
+    // stuck child unexamined and skip the remaining tests. mphang fires first, at 7 s. The
+    // timer thread pytest-timeout leaves waiting in the pytest process is a known periodic
+    // loop (a threading.Timer), assumed not to read the pipe the child fills: the verdict is
+    // the same as without it.
     let s = Session::run(
         py,
         "pt-thread",
@@ -310,22 +322,12 @@ fn with_pytest_timeouts_thread_method_the_evidence_survives() {
             "--timeout-method=thread",
         ],
     );
-    let (out, err) = (s.stdout(), s.stderr());
-    let ctx = format!("stdout:\n{out}\nstderr:\n{err}");
-    assert!(s.took < Duration::from_secs(20), "{:?}; {ctx}", s.took);
+    assert_hang_failed_by_mphang(&s, "timed out after 7s");
     assert!(
-        !out.contains("+++ Timeout +++"),
-        "pytest-timeout fired; {ctx}"
+        !s.stdout().contains("+++ Timeout +++"),
+        "pytest-timeout fired; {}",
+        s.stdout()
     );
-    assert!(out.contains("Failed: mphang: "), "{ctx}");
-    assert!(out.contains("(timed out after 7s)") || out.contains("timed out after 7s;"));
-    assert!(out.contains("PASSED test_hangs.py::test_after"), "{ctx}");
-    let dir = s.report_dir("test_hangs.py__test_join_before_drain");
-    assert!(dir.join("report.json").exists(), "{ctx}");
-    // The pattern is not asserted here: pytest-timeout's timer thread sits in a timed wait in
-    // the pytest process, which today counts as a thread that could still read the pipe the
-    // child fills (see the report to the lead). The plain and signal-method tests pin it.
-    s.assert_nothing_left();
 }
 
 #[test]

@@ -216,3 +216,71 @@ fn optional_fields_are_not_required() {
     }
     assert!(required("Finding").iter().any(|f| f == "pattern"));
 }
+
+/// Every recorded snapshot's report validates when written compact too (the shorthands of
+/// reports above 256 threads: `providers_all_of`, `stack_as`, `native_as`).
+#[test]
+fn every_recorded_report_validates_when_written_compact() {
+    let schema = strict(report_schema());
+    let mut failures = Vec::new();
+    for path in files("fixtures/snapshots", ".json") {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let snap = render::json::parse_snapshot(&text).expect("parses");
+        let mut report = Report::analyze(snap);
+        let mut out = Vec::new();
+        render::json::write_with(&mut report, true, &mut out).expect("write");
+        let doc: Value = serde_json::from_slice(&out).expect("json");
+        let what = path.file_name().unwrap_or_default().to_string_lossy();
+        failures.extend(
+            errors(&schema, &doc)
+                .into_iter()
+                .map(|e| format!("compact report of {what} {e}")),
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The per-host snapshots of the multi-host scenarios validate, and so does `merge --json` of
+/// each scenario.
+#[test]
+fn multi_host_snapshots_and_their_merge_validate() {
+    let snapshot_schema = strict(render::json::snapshot_schema());
+    let report_schema = strict(report_schema());
+    let mut scenarios: Vec<PathBuf> =
+        std::fs::read_dir(repo().join("fixtures/snapshots/multi_host"))
+            .expect("read dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+    scenarios.sort();
+    assert!(scenarios.len() >= 4, "scenarios: {scenarios:?}");
+    let mut failures = Vec::new();
+    for dir in &scenarios {
+        let rel = dir.strip_prefix(repo()).expect("in the repo");
+        let nodes = files(&rel.to_string_lossy(), ".json");
+        assert!(nodes.len() >= 2, "{}: {nodes:?}", rel.display());
+        for n in &nodes {
+            let doc: Value =
+                serde_json::from_str(&std::fs::read_to_string(n).expect("read")).expect("json");
+            failures.extend(
+                errors(&snapshot_schema, &doc)
+                    .into_iter()
+                    .map(|e| format!("{} {e}", n.display())),
+            );
+        }
+        let o = crate::util::bin()
+            .args(["merge", "--json"])
+            .args(&nodes)
+            .output()
+            .expect("run merge");
+        let doc: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("merge of {}: {e}", rel.display()));
+        failures.extend(
+            errors(&report_schema, &doc)
+                .into_iter()
+                .map(|e| format!("merge of {} {e}", rel.display())),
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

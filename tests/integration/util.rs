@@ -599,3 +599,42 @@ pub fn commands() -> Vec<String> {
         .map(|c| c.get_name().to_string())
         .collect()
 }
+
+/// (language, code, line of the opening fence) of every fenced block.
+pub fn markdown_blocks(text: &str) -> Vec<(String, String, usize)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, String, usize)> = None;
+    for (i, line) in text.lines().enumerate() {
+        match (&mut cur, line.strip_prefix("```")) {
+            (None, Some(lang)) => cur = Some((lang.trim().to_string(), String::new(), i + 1)),
+            (Some(_), Some(_)) => out.extend(cur.take()),
+            (Some((_, code, _)), None) => {
+                code.push_str(line);
+                code.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// The `--options` used after `mphang <sub>` in a shell block or a workflow step (continuation
+/// lines joined; the command after `--` is not mphang's).
+pub fn mphang_options(code: &str) -> Vec<(String, String)> {
+    let joined = code.replace("\\\n", " ");
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let mut words = line.split_whitespace().skip_while(|w| *w != "mphang");
+        if words.next().is_none() {
+            continue;
+        }
+        let Some(sub) = words.next() else { continue };
+        for w in words.take_while(|w| !matches!(*w, "--" | "||" | "|" | ">" | "&&" | ";")) {
+            if let Some(opt) = w.strip_prefix("--") {
+                let name = opt.split('=').next().unwrap_or(opt);
+                out.push((sub.to_string(), format!("--{name}")));
+            }
+        }
+    }
+    out
+}

@@ -2,27 +2,9 @@
 //! syntax: every bash block with `bash -n`, every Python block with `ast.parse`, every YAML
 //! block parsed; and every `mphang` option they use must exist.
 
-use crate::util::{bin, pythons, repo};
+use crate::util::{bin, mphang_options, pythons, repo};
 use std::io::Write;
 use std::process::{Command, Stdio};
-
-/// (language, code, line of the opening fence) of every fenced block.
-fn blocks(text: &str) -> Vec<(String, String, usize)> {
-    let mut out = Vec::new();
-    let mut cur: Option<(String, String, usize)> = None;
-    for (i, line) in text.lines().enumerate() {
-        match (&mut cur, line.strip_prefix("```")) {
-            (None, Some(lang)) => cur = Some((lang.trim().to_string(), String::new(), i + 1)),
-            (Some(_), Some(_)) => out.extend(cur.take()),
-            (Some((_, code, _)), None) => {
-                code.push_str(line);
-                code.push('\n');
-            }
-            (None, None) => {}
-        }
-    }
-    out
-}
 
 fn piped(cmd: &mut Command, input: &str) -> (bool, String) {
     let mut child = cmd
@@ -44,30 +26,10 @@ fn piped(cmd: &mut Command, input: &str) -> (bool, String) {
     )
 }
 
-/// The `--options` used after `mphang <sub>` in a shell block (continuation lines joined).
-fn mphang_options(code: &str) -> Vec<(String, String)> {
-    let joined = code.replace("\\\n", " ");
-    let mut out = Vec::new();
-    for line in joined.lines() {
-        let mut words = line.split_whitespace().skip_while(|w| *w != "mphang");
-        if words.next().is_none() {
-            continue;
-        }
-        let Some(sub) = words.next() else { continue };
-        for w in words.take_while(|w| !matches!(*w, "||" | "|" | ">" | "&&" | ";")) {
-            if let Some(opt) = w.strip_prefix("--") {
-                let name = opt.split('=').next().unwrap_or(opt);
-                out.push((sub.to_string(), format!("--{name}")));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn docs_recipes_parse() {
     let text = std::fs::read_to_string(repo().join("docs/multi-host.md")).expect("read doc");
-    let blocks = blocks(&text);
+    let blocks = crate::util::markdown_blocks(&text);
     let python = pythons().pop().expect("a python").path;
     let mut counts = std::collections::BTreeMap::new();
     for (lang, code, line) in &blocks {
