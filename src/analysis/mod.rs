@@ -11,6 +11,7 @@ pub mod describe;
 pub mod graph;
 pub mod index;
 pub mod past;
+mod pattern_id;
 pub mod patterns;
 pub mod progress;
 pub mod providers;
@@ -18,6 +19,7 @@ pub mod rollcall;
 pub mod tcp;
 mod types;
 
+pub use pattern_id::PatternId;
 pub use types::*;
 
 use crate::model::Snapshot;

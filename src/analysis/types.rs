@@ -147,7 +147,7 @@ pub struct ChainLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Finding {
     /// Stable pattern id, e.g. `join_before_drain`; `deadlock`/`stuck` when no pattern fits.
-    pub pattern: String,
+    pub pattern: super::PatternId,
     pub severity: Severity,
     /// One sentence naming the processes.
     pub summary: String,

@@ -339,7 +339,7 @@ fn finding(
         Severity::Hang => p.red("HANG"),
         Severity::Warning => p.yellow("WARNING"),
     };
-    writeln!(out, "{tag} #{n} {}", p.bold(&f.pattern))?;
+    writeln!(out, "{tag} #{n} {}", p.bold(f.pattern.as_str()))?;
     writeln!(out, "  {}", f.summary)?;
     writeln!(out, "  {}", p.bold("chain:"))?;
     for (i, l) in f.chain.iter().enumerate() {

@@ -80,7 +80,7 @@ fn signature(ready: &Ready, r: &Report, code: i32) -> Signature {
     pids.sort();
     pids.dedup();
     Signature {
-        pattern: f.pattern.clone(),
+        pattern: f.pattern.to_string(),
         chain: f
             .chain
             .iter()

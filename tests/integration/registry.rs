@@ -1,8 +1,10 @@
 //! The pattern registry's consistency: every id a detector can emit has its docs page, README
 //! row, a fixture that declares it, a live test and a replay test; and nothing documents an id
-//! no detector emits. Adding a detector without one of these pieces fails here.
+//! no detector emits; every typed `PatternId` but `deadlock`/`stuck` has its detector. Adding a
+//! detector without one of these pieces fails here.
 
 use mphang::analysis::patterns::DETECTORS;
+use mphang::analysis::PatternId;
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -67,7 +69,7 @@ fn every_pattern_has_its_detector_docs_readme_row_fixture_and_tests() {
             .is_some_and(|n| n.to_string_lossy().starts_with("replay"))
     };
     let mut missing = Vec::new();
-    let mut ids: Vec<&str> = DETECTORS.iter().map(|d| d.id).collect();
+    let mut ids: Vec<&str> = DETECTORS.iter().map(|d| d.id.as_str()).collect();
     ids.sort_unstable();
     let n = ids.len();
     ids.dedup();
@@ -106,6 +108,12 @@ fn every_pattern_has_its_detector_docs_readme_row_fixture_and_tests() {
             missing.push(format!(
                 "{id}: no replay test (tests/integration/**/replay*.rs) expects it"
             ));
+        }
+    }
+    // The typed list and the detectors agree: every id but the two generic ones has one.
+    for id in PatternId::ALL.iter().filter(|i| !i.is_generic()) {
+        if !ids.contains(&id.as_str()) {
+            missing.push(format!("{id}: a PatternId no detector emits"));
         }
     }
     // Pages and README rows for ids no detector emits.

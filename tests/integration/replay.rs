@@ -27,7 +27,11 @@ pub(crate) fn text(report: &Report) -> String {
 }
 
 fn patterns(s: &Snapshot) -> Vec<String> {
-    analyze(s).findings.into_iter().map(|f| f.pattern).collect()
+    analyze(s)
+        .findings
+        .into_iter()
+        .map(|f| f.pattern.to_string())
+        .collect()
 }
 
 macro_rules! replay {

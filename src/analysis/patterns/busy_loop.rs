@@ -4,6 +4,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding, Severity};
+use crate::analysis::PatternId;
 use crate::model::Role;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -69,7 +70,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
             });
             out.push(
                 Draft {
-                    pattern: "busy_loop",
+                    pattern: PatternId::BusyLoop,
                     summary: format!(
                         "Thread {} of {} spins at full CPU at {} without blocking and without moving on.",
                         t.display_name(),

@@ -5,6 +5,7 @@
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::Finding;
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -29,7 +30,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(m);
         out.push(
             Draft {
-                pattern: "finalizer_deadlock",
+                pattern: PatternId::FinalizerDeadlock,
                 summary: format!(
                     "{} is stuck during interpreter finalization in {}{}: an atexit handler or finalizer blocks ({}).",
                     m.pid,

@@ -8,6 +8,7 @@
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::Role;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -99,7 +100,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(t);
         out.push(
             Draft {
-                pattern: "fork_inherited_lock",
+                pattern: PatternId::ForkInheritedLock,
                 summary: format!(
                     "Forked child {} blocks{} on a lock that another thread held when the child was forked; that thread does not exist in the child, so the lock is never released.",
                     t.pid,

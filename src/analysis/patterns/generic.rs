@@ -3,6 +3,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::Finding;
+use crate::analysis::PatternId;
 use crate::model::ThreadRef;
 use foldhash::{HashMap, HashMapExt, HashSet};
 
@@ -76,7 +77,11 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
         let last = *chain.last().unwrap_or(&t);
         let culprit = chain.iter().find_map(|x| ctx.code_line(*x));
-        let pattern = if cycle { "deadlock" } else { "stuck" };
+        let pattern = if cycle {
+            PatternId::Deadlock
+        } else {
+            PatternId::Stuck
+        };
         let mut threads: Vec<ThreadRef> = all.into_iter().filter(|x| !ctx.zombie(*x)).collect();
         threads.sort();
         out.push(

@@ -4,6 +4,7 @@
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -61,7 +62,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         threads.push(h);
         out.push(
             Draft {
-                pattern: "gil_held_while_blocked",
+                pattern: PatternId::GilHeldWhileBlocked,
                 summary: format!(
                     "Thread {} of {} holds the GIL while blocked in {}{}; {} other thread(s) wait for the GIL and can never run.",
                     ctx.name(h),

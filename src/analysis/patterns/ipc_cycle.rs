@@ -6,6 +6,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::{Pid, ThreadRef};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
@@ -142,7 +143,7 @@ fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef]) -> Finding {
         })
         .collect();
     Draft {
-        pattern: "ipc_cycle",
+        pattern: PatternId::IpcCycle,
         summary: format!(
             "Processes {} wait on each other through pipes, sockets or semaphores in a cycle that nothing can break.",
             names.join(" -> ")

@@ -5,6 +5,7 @@
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::{Inode, ThreadRef};
 use foldhash::HashMap;
 use std::collections::VecDeque;
@@ -142,7 +143,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
         out.push(
             Draft {
-                pattern: "join_before_drain",
+                pattern: PatternId::JoinBeforeDrain,
                 summary: format!(
                     "{} waits{} for child {b} to exit, but {b} cannot exit: {why}, which only {} would read.",
                     a.pid,

@@ -5,6 +5,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::ThreadRef;
 use foldhash::{HashMap, HashSet, HashSetExt};
 
@@ -152,7 +153,7 @@ fn finding(ctx: &Ctx<'_>, cycle: &[ThreadRef], why: &str) -> Finding {
     let mut pids: Vec<_> = cycle.iter().map(|t| t.pid.to_string()).collect();
     pids.dedup();
     Draft {
-        pattern: "lock_order_cycle",
+        pattern: PatternId::LockOrderCycle,
         summary: format!(
             "Lock-order deadlock: {} threads ({}) {}.",
             cycle.len(),

@@ -5,6 +5,7 @@
 //! ones are attached to that finding; what is left at the end becomes a generic `deadlock` (a
 //! cycle) or `stuck` (a dead end).
 
+use crate::analysis::PatternId;
 mod busy_loop;
 mod finalizer_deadlock;
 mod fork_inherited_lock;
@@ -43,82 +44,82 @@ pub struct Ctx<'a> {
 
 /// One pattern detector.
 pub struct Detector {
-    pub id: &'static str,
+    pub id: PatternId,
     pub detect: fn(&Ctx<'_>) -> Vec<Finding>,
 }
 
 /// All detectors, most specific first.
 pub static DETECTORS: &[Detector] = &[
     Detector {
-        id: "gil_held_while_blocked",
+        id: PatternId::GilHeldWhileBlocked,
         detect: gil_held_while_blocked::detect,
     },
     Detector {
-        id: "lock_order_cycle",
+        id: PatternId::LockOrderCycle,
         detect: lock_order_cycle::detect,
     },
     Detector {
-        id: "fork_inherited_lock",
+        id: PatternId::ForkInheritedLock,
         detect: fork_inherited_lock::detect,
     },
     Detector {
-        id: "orphaned_lock",
+        id: PatternId::OrphanedLock,
         detect: orphaned_lock::detect,
     },
     Detector {
-        id: "reimported_main_blocks",
+        id: PatternId::ReimportedMainBlocks,
         detect: reimported_main_blocks::detect,
     },
     Detector {
-        id: "join_before_drain",
+        id: PatternId::JoinBeforeDrain,
         detect: join_before_drain::detect,
     },
     Detector {
-        id: "undrained_queue_at_exit",
+        id: PatternId::UndrainedQueueAtExit,
         detect: undrained_queue_at_exit::detect,
     },
     Detector {
-        id: "pool_result_handler_died",
+        id: PatternId::PoolResultHandlerDied,
         detect: pool_result_handler_died::detect,
     },
     Detector {
-        id: "pool_worker_died",
+        id: PatternId::PoolWorkerDied,
         detect: pool_worker_died::detect,
     },
     Detector {
-        id: "thread_blocks_exit",
+        id: PatternId::ThreadBlocksExit,
         detect: thread_blocks_exit::detect,
     },
     Detector {
-        id: "finalizer_deadlock",
+        id: PatternId::FinalizerDeadlock,
         detect: finalizer_deadlock::detect,
     },
     Detector {
-        id: "pipe_self_eof",
+        id: PatternId::PipeSelfEof,
         detect: pipe_self_eof::detect,
     },
     Detector {
-        id: "store_key_never_set",
+        id: PatternId::StoreKeyNeverSet,
         detect: store_key_never_set::detect,
     },
     Detector {
-        id: "ipc_cycle",
+        id: PatternId::IpcCycle,
         detect: ipc_cycle::detect,
     },
     Detector {
-        id: "peer_exited",
+        id: PatternId::PeerExited,
         detect: peer_exited::detect,
     },
     Detector {
-        id: "tcp_peer_closed",
+        id: PatternId::TcpPeerClosed,
         detect: tcp_peer_closed::detect,
     },
     Detector {
-        id: "no_live_writer",
+        id: PatternId::NoLiveWriter,
         detect: no_live_writer::detect,
     },
     Detector {
-        id: "busy_loop",
+        id: PatternId::BusyLoop,
         detect: busy_loop::detect,
     },
 ];
@@ -378,7 +379,7 @@ impl<'a> Ctx<'a> {
 
 /// Builds a finding with the fields every detector fills the same way.
 pub struct Draft {
-    pub pattern: &'static str,
+    pub pattern: PatternId,
     pub summary: String,
     pub chain: Vec<ChainLink>,
     pub threads: Vec<ThreadRef>,
@@ -400,7 +401,7 @@ impl Draft {
             }
         }
         Finding {
-            pattern: self.pattern.to_string(),
+            pattern: self.pattern,
             severity,
             summary: self.summary,
             pids: threads.iter().map(|t| t.pid).collect(),

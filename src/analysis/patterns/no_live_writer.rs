@@ -4,6 +4,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -53,7 +54,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         threads.extend(owing);
         out.push(
             Draft {
-                pattern: "no_live_writer",
+                pattern: PatternId::NoLiveWriter,
                 summary: format!(
                     "{} wait{} for data on pipe:[{inode}] that no live thread will ever write: every holder of its write end ({}) is itself stuck.",
                     readers.iter().map(|r| r.pid.to_string()).collect::<Vec<_>>().join(", "),

@@ -8,6 +8,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::blocked;
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::{Role, ThreadRef};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -58,7 +59,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         });
         out.push(
             Draft {
-                pattern: "orphaned_lock",
+                pattern: PatternId::OrphanedLock,
                 summary: format!(
                     "{} thread{} in {} wait for a multiprocessing {} (sem {}) that no live process holds: its holder exited without releasing it.",
                     waiters.len(),
@@ -144,7 +145,7 @@ fn manager_locks(ctx: &Ctx<'_>, open: &[ThreadRef]) -> Vec<Finding> {
         threads.push(t);
         out.push(
             Draft {
-                pattern: "orphaned_lock",
+                pattern: PatternId::OrphanedLock,
                 summary: format!(
                     "{} wait{} for Manager {} to answer, but the server thread serving the request waits for a lock of the Manager that no live client will release: {}.",
                     if clients.is_empty() { "Clients".to_string() } else { clients.iter().map(|c| c.pid.to_string()).collect::<Vec<_>>().join(", ") },

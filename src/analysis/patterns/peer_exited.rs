@@ -7,6 +7,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let exited = ctx.idx.exited();
@@ -58,7 +59,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(t);
         out.push(
             Draft {
-                pattern: "peer_exited",
+                pattern: PatternId::PeerExited,
                 summary: format!(
                     "{who} ({what}) for a peer that has already exited without delivering: {}.",
                     exited.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>().join("; ")

@@ -3,6 +3,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -30,7 +31,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(t);
         out.push(
             Draft {
-                pattern: "pipe_self_eof",
+                pattern: PatternId::PipeSelfEof,
                 summary: format!(
                     "{} waits for data or EOF on pipe:[{inode}], but its own process holds the only write end (fd {}), so EOF can never come.",
                     t.pid,

@@ -4,6 +4,7 @@
 
 use super::{at, Ctx, Draft};
 use crate::analysis::types::Finding;
+use crate::analysis::PatternId;
 use crate::model::ThreadRef;
 
 /// A thread waiting for a Pool result (`get`/`wait`/`map`/`apply` in pool.py).
@@ -45,7 +46,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(t);
         out.push(
             Draft {
-                pattern: "pool_result_handler_died",
+                pattern: PatternId::PoolResultHandlerDied,
                 summary: format!(
                     "{} waits{} for Pool results that will never be delivered: the Pool's result-handler thread is gone (a result or exception that could not be unpickled kills it).",
                     t.pid,

@@ -5,6 +5,7 @@
 use super::pool_result_handler_died::{waits_for_pool, workers};
 use super::{at, Ctx, Draft};
 use crate::analysis::types::Finding;
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -51,7 +52,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(t);
         out.push(
             Draft {
-                pattern: "pool_worker_died",
+                pattern: PatternId::PoolWorkerDied,
                 summary: format!(
                     "{} waits{} for a Pool result that will never come: the worker running the task died, and multiprocessing.Pool replaced it without resubmitting the task.",
                     t.pid,

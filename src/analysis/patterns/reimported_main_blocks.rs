@@ -10,6 +10,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{CodeLine, Finding};
+use crate::analysis::PatternId;
 use crate::model::{Role, ThreadRef};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -113,7 +114,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         ));
         out.push(
             Draft {
-                pattern: "reimported_main_blocks",
+                pattern: PatternId::ReimportedMainBlocks,
                 summary,
                 chain,
                 threads: waiters

@@ -6,6 +6,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::rollcall;
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::ThreadRef;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -75,7 +76,7 @@ fn finding(ctx: &Ctx<'_>, hub: ThreadRef, clients: &[ThreadRef]) -> Finding {
     let mut threads = clients.to_vec();
     threads.push(hub);
     Draft {
-        pattern: "store_key_never_set",
+        pattern: PatternId::StoreKeyNeverSet,
         summary: format!(
             "{} wait on the key-value server in {} (thread {}) for keys no client will set: the server waits for any client to send, and every client waits.{}",
             pids.join(", "),

@@ -8,6 +8,7 @@
 use super::{Ctx, Draft};
 use crate::analysis::tcp;
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::{Inode, TcpState};
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -60,7 +61,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         evidence.extend(dead);
         out.push(
             Draft {
-                pattern: "tcp_peer_closed",
+                pattern: PatternId::TcpPeerClosed,
                 summary: format!(
                     "{} of {} waits for something only its own threads could provide, while the peer of its TCP connection has closed it and no thread reads it: the reply will never come.",
                     ctx.name(t),

@@ -3,6 +3,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::Finding;
+use crate::analysis::PatternId;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -22,7 +23,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         let culprit = ctx.code_line(first);
         out.push(
             Draft {
-                pattern: "thread_blocks_exit",
+                pattern: PatternId::ThreadBlocksExit,
                 summary: format!(
                     "{} cannot exit: interpreter shutdown waits for non-daemon thread {} ({}), which is blocked in {}.",
                     m.pid,

@@ -4,6 +4,7 @@
 
 use super::{Ctx, Draft};
 use crate::analysis::types::{BlockedOn, Finding};
+use crate::analysis::PatternId;
 use crate::model::ThreadRef;
 
 pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
@@ -74,7 +75,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
         ));
         out.push(
             Draft {
-                pattern: "undrained_queue_at_exit",
+                pattern: PatternId::UndrainedQueueAtExit,
                 summary: format!(
                     "{} is stuck at exit: it joins its Queue feeder thread, which is blocked writing to pipe:[{inode}] that no live process will read.",
                     ctx.idx.process(m.pid).map(|p| p.label()).unwrap_or_default()

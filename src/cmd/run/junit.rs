@@ -117,7 +117,7 @@ pub fn report(outcome: &Outcome, command: &str, elapsed: Duration, paths: &Paths
                     .map(|c| (paths.relative(&c.file), c.line));
                 let name = match &file {
                     Some((file, line)) => format!("{} at {file}:{line}", f.pattern),
-                    None => f.pattern.clone(),
+                    None => f.pattern.to_string(),
                 };
                 case(
                     &mut cases,
@@ -125,7 +125,7 @@ pub fn report(outcome: &Outcome, command: &str, elapsed: Duration, paths: &Paths
                     file.as_ref().map(|(f, l)| (f.as_str(), *l)),
                     secs,
                     Some((
-                        &f.pattern,
+                        f.pattern.as_str(),
                         &format!("`{command}` {why}: {}", f.summary),
                         &body,
                     )),

@@ -198,8 +198,7 @@ fn slug(nodeid: &str) -> String {
 /// else any hang (`deadlock`, `stuck`), else the first finding; None when nothing was named.
 fn brief(report: &Report, paths: &Paths) -> Option<(String, Option<String>)> {
     let hang = |f: &&crate::analysis::Finding| f.severity == crate::analysis::Severity::Hang;
-    let named =
-        |f: &&crate::analysis::Finding| !["stuck", "deadlock"].contains(&f.pattern.as_str());
+    let named = |f: &&crate::analysis::Finding| !f.pattern.is_generic();
     let f = (report.findings.iter().filter(hang).find(named))
         .or(report.findings.iter().find(hang))
         .or(report.findings.first())?;
@@ -208,7 +207,7 @@ fn brief(report: &Report, paths: &Paths) -> Option<(String, Option<String>)> {
             format!("{} at {}:{}", f.pattern, paths.relative(&c.file), c.line),
             crate::render::text::source_line(&c.file, c.line),
         ),
-        None => (f.pattern.clone(), None),
+        None => (f.pattern.to_string(), None),
     })
 }
 

@@ -53,7 +53,10 @@ pub(super) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         {
             let mut lines = vec![Line::from(vec![
                 severity_span(f),
-                Span::styled(f.pattern.clone(), Style::new().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    f.pattern.as_str(),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
                 Span::styled(
                     format!("  pids {}", join(f.pids.iter())),
                     Style::new().fg(Color::Magenta),
@@ -128,7 +131,10 @@ pub(super) fn draw_detail(app: &App, frame: &mut Frame, area: Rect, link: usize)
     let mut lines = vec![
         Line::from(vec![
             severity_span(f),
-            Span::styled(f.pattern.clone(), Style::new().add_modifier(Modifier::BOLD)),
+            Span::styled(
+                f.pattern.as_str(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
         ]),
         Line::from(f.summary.clone()),
         Line::from(""),

@@ -3,7 +3,7 @@
 //! the feeder (3737) in write() on pipe:[6692] with 48352 bytes buffered, read only by 3694.
 
 use mphang::analysis::{
-    BlockedOn, ChainLink, CodeLine, Finding, Progress, Severity, ThreadVerdict,
+    BlockedOn, ChainLink, CodeLine, Finding, PatternId, Progress, Severity, ThreadVerdict,
 };
 use mphang::model::{
     Access, Decoded, FdEntry, FdKind, Futex, FutexRegion, Inode, NativeFrame, Pid, PipeSnap,
@@ -331,7 +331,7 @@ pub fn report(later_ms: u64) -> Report {
         ),
     ];
     let finding = Finding {
-        pattern: "join_before_drain".into(),
+        pattern: PatternId::JoinBeforeDrain,
         severity: Severity::Hang,
         summary: "Process 3694 joins child 3736 before draining its Queue: 3736 cannot exit until \
                   its feeder thread flushes 48352 buffered bytes into pipe:[6692], which only 3694 reads."
