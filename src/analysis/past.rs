@@ -5,6 +5,7 @@
 //! `run`) and rewrites the culprit of the findings they explain, quoting the exception.
 
 use super::types::{CodeLine, Finding};
+use super::PatternId;
 use crate::model::{GoneProcess, Pid, PyFrame, Snapshot, Tid, Traceback, TracebackKind};
 
 /// How close (ms) a traceback and the exit of the process that printed it are: the traceback
@@ -121,17 +122,23 @@ pub fn link(snap: &Snapshot, findings: &mut [Finding]) {
         )
         .collect();
     for f in findings.iter_mut() {
-        let tb = match f.pattern.as_str() {
-            "pool_result_handler_died" => snap.tracebacks.iter().enumerate().rfind(|(_, t)| {
-                t.kind == TracebackKind::Thread
-                    && (t
-                        .thread_name
-                        .as_deref()
-                        .is_some_and(|n| n.contains("_handle_results"))
-                        || t.frames.iter().any(|fr| fr.named("_handle_results")))
-            }),
-            "peer_exited" | "no_live_writer" | "pool_worker_died" | "orphaned_lock" | "stuck"
-            | "deadlock" => {
+        let tb = match f.pattern {
+            PatternId::PoolResultHandlerDied => {
+                snap.tracebacks.iter().enumerate().rfind(|(_, t)| {
+                    t.kind == TracebackKind::Thread
+                        && (t
+                            .thread_name
+                            .as_deref()
+                            .is_some_and(|n| n.contains("_handle_results"))
+                            || t.frames.iter().any(|fr| fr.named("_handle_results")))
+                })
+            }
+            PatternId::PeerExited
+            | PatternId::NoLiveWriter
+            | PatternId::PoolWorkerDied
+            | PatternId::OrphanedLock
+            | PatternId::Stuck
+            | PatternId::Deadlock => {
                 // A traceback of a process that died, else (no_live_writer: the producer is
                 // alive, its thread died) one of a process of the finding.
                 let of_gone = snap.tracebacks.iter().enumerate().rfind(|(i, t)| {
@@ -144,7 +151,7 @@ pub fn link(snap: &Snapshot, findings: &mut [Finding]) {
                     snap.tracebacks.iter().enumerate().rfind(|(i, t)| {
                         matches!(t.kind, TracebackKind::Thread | TracebackKind::Process)
                             && owners[*i].as_ref().is_none_or(|(p, _)| f.pids.contains(p))
-                            && (f.pattern == "no_live_writer" || f.pattern == "peer_exited")
+                            && matches!(f.pattern, PatternId::NoLiveWriter | PatternId::PeerExited)
                     })
                 })
             }
@@ -183,8 +190,12 @@ pub fn link(snap: &Snapshot, findings: &mut [Finding]) {
         }
         // No traceback: the last stack of a process of the finding's story that died.
         if matches!(
-            f.pattern.as_str(),
-            "pool_worker_died" | "peer_exited" | "orphaned_lock" | "no_live_writer" | "stuck"
+            f.pattern,
+            PatternId::PoolWorkerDied
+                | PatternId::PeerExited
+                | PatternId::OrphanedLock
+                | PatternId::NoLiveWriter
+                | PatternId::Stuck
         ) {
             if let Some((g, line)) = last_seen(snap) {
                 f.evidence.insert(0, line);
