@@ -204,6 +204,7 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
     let semaphores = objects::semaphores(&procs, &layouts, n);
     phase("semaphores");
     assign_roles(&mut procs, root.0, &layouts);
+    phase("roles");
     let libcs: HashMap<i32, abi::GlibcLayout> =
         procs.iter().map(|r| (r.snap.pid.0, r.abi.libc)).collect();
 
@@ -211,6 +212,7 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
     let collect_ms = started.elapsed().as_millis() as u64;
 
     outside::lookup(&processes, &mut pipes);
+    phase("outside");
     let looker = looks::Looker {
         layouts,
         libcs,
@@ -246,5 +248,6 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
     // Every target string is escaped (and secrets redacted) here, once, for every renderer
     // (the top frames of later looks are only compared, never printed).
     crate::model::safe::sanitize(&mut snap, opts.redact);
+    phase("sanitized");
     Ok((snap, looker))
 }

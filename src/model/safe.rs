@@ -252,8 +252,49 @@ pub fn sanitize_value(v: &mut Value, redact: bool) {
     walk(v, redact);
 }
 
-/// Escapes (and, when `redact`, redacts) every string of `snap`. Idempotent.
+/// Whether [`walk`] could change any string of the JSON document `text`, decided on the text
+/// as a whole: every rule matches the text wherever it would match one of its strings (JSON
+/// escaping only puts a backslash before `"` and `\`, and control characters make
+/// [`json_needs_escape`] true), so `false` means nothing would change. It may say `true` for
+/// a document nothing in which changes (a match across two strings).
+fn could_change(text: &str, redact: bool) -> bool {
+    if json_needs_escape(text) {
+        return true;
+    }
+    if !redact {
+        return false;
+    }
+    matches!(redact_assignments(text), Cow::Owned(_))
+        || [&URL_PASSWORD, &BEARER, &TOKEN_SHAPES]
+            .iter()
+            .any(|re| re.as_ref().as_ref().is_some_and(|r| r.is_match(text)))
+        || secret_flag_in(text)
+}
+
+/// Whether a string of the JSON text `text` starts with `-` and is a secret flag (what
+/// [`redact_argv`] hides the next argument after), read in its escaped form up to its
+/// closing quote.
+fn secret_flag_in(text: &str) -> bool {
+    text.match_indices("\"-").any(|(i, _)| {
+        let rest = &text.as_bytes()[i + 1..];
+        let mut end = 0;
+        while end < rest.len() && rest[end] != b'"' {
+            end += if rest[end] == b'\\' { 2 } else { 1 };
+        }
+        let arg = text
+            .get(i + 1..i + 1 + end.min(rest.len()))
+            .unwrap_or_default();
+        !arg.contains('=') && secret_name(arg)
+    })
+}
+
+/// Escapes (and, when `redact`, redacts) every string of `snap`. Idempotent. A snapshot with
+/// nothing to change (the usual case: one pass over its JSON text) is left as it is; else
+/// every string is rewritten through its JSON form.
 pub fn sanitize(snap: &mut Snapshot, redact: bool) {
+    if serde_json::to_string(&*snap).is_ok_and(|text| !could_change(&text, redact)) {
+        return;
+    }
     let Ok(mut v) = serde_json::to_value(&*snap) else {
         return;
     };
@@ -281,6 +322,44 @@ mod tests {
             let v = serde_json::json!({ "comm": bad });
             assert!(json_needs_escape(&v.to_string()), "{bad:?}");
         }
+    }
+
+    /// The whole-text test never misses a string that [`walk`] would change.
+    #[test]
+    fn the_whole_text_test_sees_every_string_walk_changes() {
+        let strings = [
+            "--password=hunter2",
+            "--token",
+            "-x\"password",
+            "AWS_SECRET_ACCESS_KEY=abc",
+            "https://bob:s3\"cret@example.com/r.git",
+            "Authorization: Bearer abcdefghijkl",
+            "x?access_token=zz&a=1",
+            "ghp_abcdefghijklmnopqrstuvwxyz",
+            "a\nb",
+            "\x1b[31m",
+            "x\u{202e}y",
+        ];
+        for s in strings {
+            let doc = serde_json::json!({ "cmdline": ["app", s, "value"], "path": s });
+            let mut walked = doc.clone();
+            walk(&mut walked, true);
+            assert_ne!(walked, doc, "{s:?}: walk changes it");
+            assert!(could_change(&doc.to_string(), true), "{s:?}");
+        }
+        let clean = serde_json::json!({
+            "cmdline": ["python3", "-m", "pytest", "--tb=short", "naïve ✓"],
+            "path": "/tmp/a b/c\"d\\e", "fn": "tokenize", "n": 3
+        });
+        let mut walked = clean.clone();
+        walk(&mut walked, true);
+        assert_eq!(walked, clean);
+        assert!(!could_change(&clean.to_string(), true));
+        assert!(!could_change(&doc_with_secret().to_string(), false));
+    }
+
+    fn doc_with_secret() -> Value {
+        serde_json::json!({ "cmdline": ["app", "--password=x"] })
     }
 
     #[test]
