@@ -257,7 +257,7 @@ pub fn sanitize_value(v: &mut Value, redact: bool) {
 /// escaping only puts a backslash before `"` and `\`, and control characters make
 /// [`json_needs_escape`] true), so `false` means nothing would change. It may say `true` for
 /// a document nothing in which changes (a match across two strings).
-fn could_change(text: &str, redact: bool) -> bool {
+pub fn could_change(text: &str, redact: bool) -> bool {
     if json_needs_escape(text) {
         return true;
     }

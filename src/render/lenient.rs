@@ -17,6 +17,14 @@ pub fn parse_snapshot(text: &str) -> Result<(Snapshot, Notes), String> {
     Ok((snap, notes))
 }
 
+/// The snapshot of a document this version reads as it is (typed, no intermediate tree), or
+/// `None`: what `--from` tries first when nothing in the text needs escaping.
+pub fn parse_typed(text: &str) -> Option<Snapshot> {
+    let mut snap = strict(text).ok()?;
+    super::compact::expand_snapshot(&mut snap);
+    Some(snap)
+}
+
 /// [`parse_snapshot`] with a compact report's `native_as` left as written.
 fn parse_unexpanded(text: &str) -> Result<(Snapshot, Notes), String> {
     // Fast path: a document this version reads as it is (typed, no intermediate tree).
