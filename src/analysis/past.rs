@@ -1,12 +1,13 @@
 //! The past, linked to findings: a traceback the tree printed, or the last stack of a process
 //! that died, often names the line to fix when no live stack does (a consumer that crashed, a
-//! worker killed mid-task, an exception class that cannot be unpickled). Pure: reads
+//! worker killed mid-task or that called `sys.exit()` in one, an exception class that cannot
+//! be unpickled). Pure: reads
 //! `snapshot.tracebacks`, `snapshot.gone[].last_stack` and `snapshot.gone_threads` (written by
 //! `run`) and rewrites the culprit of the findings they explain, quoting the exception.
 
 use super::types::{CodeLine, Finding};
 use super::PatternId;
-use crate::model::{GoneProcess, Pid, PyFrame, Snapshot, Tid, Traceback, TracebackKind};
+use crate::model::{GoneProcess, LastStack, Pid, PyFrame, Snapshot, Tid, Traceback, TracebackKind};
 
 /// How close (ms) a traceback and the exit of the process that printed it are: the traceback
 /// is printed just before the process ends (`exit 1`).
@@ -199,9 +200,14 @@ pub fn link(snap: &Snapshot, findings: &mut [Finding]) {
         ) {
             if let Some((g, line)) = last_seen(snap) {
                 f.evidence.insert(0, line);
-                let sender = g.last_stack.as_ref().and_then(|l| l.sender.as_ref());
-                let at = sender
-                    .and_then(|s| s.user_line.as_ref().map(|u| code_line(s.pid, u)))
+                let last = g.last_stack.as_ref();
+                let sender = last.and_then(|l| l.sender.as_ref());
+                // Where it ended itself, else who signalled it, else where it was last seen.
+                let at = last
+                    .and_then(|l| l.exit_at.as_ref().map(|e| code_line(g.pid, e)))
+                    .or_else(|| {
+                        sender.and_then(|s| s.user_line.as_ref().map(|u| code_line(s.pid, u)))
+                    })
                     .or_else(|| {
                         let (_, u) = g.last_stack.as_ref()?.user_frame()?;
                         Some(code_line(g.pid, u))
@@ -227,21 +233,52 @@ fn set_culprit(f: &mut Finding, c: CodeLine) {
     f.culprit = Some(c);
 }
 
-/// The process that died abnormally (not `exit 0`) most recently and was seen alive with a
-/// user line or has a known sender, and the sentence saying so: "4242 was last seen at
-/// worker.py:20 in task(), 80 ms before it ended (signal 9 (SIGKILL)); likely signalled by 4240
-/// in Pool.terminate at app.py:9 in main() (how it was found)".
+/// True when a thread of the stack was inside a Pool task: a user frame above (called from)
+/// multiprocessing's `pool.py` `worker()`. A worker retired by `maxtasksperchild` exits 0 from
+/// `worker()`'s loop, not from inside a task.
+fn in_pool_task(l: &LastStack) -> bool {
+    l.threads.iter().any(|t| {
+        let own = t.own_frames();
+        own.iter()
+            .position(|f| f.is("multiprocessing/pool.py", "worker"))
+            .is_some_and(|w| own[..w].iter().any(|f| f.is_user_code()))
+    })
+}
+
+/// How strongly a gone process's end explains a hang: 2 for an abnormal end (a signal, a
+/// nonzero exit) or an `exit 0` from inside a Pool task at a known exit call, 1 for an `exit 0`
+/// from inside a Pool task whose exit call is not known, `None` for any other `exit 0` (a
+/// normal end, e.g. a worker retired by `maxtasksperchild`).
+fn abnormal(g: &GoneProcess) -> Option<u8> {
+    if g.ended.as_deref() != Some("exit 0") {
+        return Some(2);
+    }
+    let l = g.last_stack.as_ref()?;
+    in_pool_task(l).then_some(if l.exit_at.is_some() { 2 } else { 1 })
+}
+
+/// The process that ended abnormally most recently (not `exit 0`, or `exit 0` from inside a
+/// Pool task: [`abnormal`]) and was seen alive with a user line or has a known sender, and the
+/// sentence saying so: "4242 was last seen at worker.py:20 in task(), 80 ms before it ended
+/// (signal 9 (SIGKILL)); likely signalled by 4240 in Pool.terminate at app.py:9 in main() (how
+/// it was found)", or for a process that ended itself: "...(exit 0) from inside a Pool task,
+/// not from the pool's loop as a worker retired by maxtasksperchild does; it most likely ended
+/// itself at worker.py:21 in task(), the first exit call after that line in the source (...)".
 pub fn last_seen(snap: &Snapshot) -> Option<(&GoneProcess, String)> {
-    let g = snap
-        .gone
+    last_seen_of(&snap.gone)
+}
+
+fn last_seen_of(gone: &[GoneProcess]) -> Option<(&GoneProcess, String)> {
+    let g = gone
         .iter()
-        .filter(|g| g.ended.as_deref() != Some("exit 0"))
         .filter(|g| {
             g.last_stack.as_ref().is_some_and(|l| {
                 l.user_frame().is_some() || l.sender.as_ref().is_some_and(|s| s.user_line.is_some())
             })
         })
-        .max_by_key(|g| g.ended_at_ms)?;
+        .filter_map(|g| Some((abnormal(g)?, g)))
+        .max_by_key(|(rank, g)| (*rank, g.ended_at_ms))?
+        .1;
     let last = g.last_stack.as_ref()?;
     let ended = g.ended.as_deref().unwrap_or("status unknown");
     let mut line = match last.user_frame() {
@@ -264,6 +301,20 @@ pub fn last_seen(snap: &Snapshot) -> Option<(&GoneProcess, String)> {
         }
         None => format!("{} ended ({ended}) before a stack of it was read", g.pid),
     };
+    if g.ended.as_deref() == Some("exit 0") {
+        line.push_str(
+            " from inside a Pool task, not from the pool's loop as a worker retired by \
+             maxtasksperchild does",
+        );
+    }
+    if let Some(e) = &last.exit_at {
+        line.push_str(&format!(
+            "; it most likely ended itself at {} in {}(), the first exit call after that line \
+             in the source (no look caught the call)",
+            e.short_location(),
+            e.function
+        ));
+    }
     if let Some(s) = &last.sender {
         line.push_str(&format!("; likely signalled by {} in {}", s.pid, s.call));
         if let Some(u) = &s.user_line {
@@ -272,4 +323,127 @@ pub fn last_seen(snap: &Snapshot) -> Option<(&GoneProcess, String)> {
         line.push_str(&format!(" ({})", s.method));
     }
     Some((g, line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PyThread;
+
+    fn frame(function: &str, file: &str, line: i32) -> PyFrame {
+        PyFrame {
+            function: function.into(),
+            file: file.into(),
+            line,
+            entry: false,
+        }
+    }
+
+    /// A Pool worker's last stack: `top` (innermost first) above `worker()` and `_bootstrap`.
+    fn worker(pid: i32, ended: &str, at: u64, top: Vec<PyFrame>) -> GoneProcess {
+        let lib = "/usr/lib/python3.12/multiprocessing";
+        let mut frames = top;
+        frames.push(frame("worker", &format!("{lib}/pool.py"), 125));
+        frames.push(frame("BaseProcess.run", &format!("{lib}/process.py"), 108));
+        frames.push(frame(
+            "BaseProcess._bootstrap",
+            &format!("{lib}/process.py"),
+            314,
+        ));
+        frames.push(frame("main", "/app/job.py", 30));
+        GoneProcess {
+            pid: Pid(pid),
+            ppid: Some(Pid(1)),
+            cmdline: vec![],
+            ended: Some(ended.into()),
+            ended_at_ms: Some(at),
+            last_stack: Some(LastStack {
+                seen_at_ms: at - 300,
+                threads: vec![PyThread {
+                    thread_id: 1,
+                    name: Some("MainThread".into()),
+                    owns_gil: false,
+                    active: false,
+                    frames,
+                }],
+                sender: None,
+                exit_at: None,
+            }),
+        }
+    }
+
+    fn in_task() -> Vec<PyFrame> {
+        vec![
+            frame("Event.wait", "/usr/lib/python3.12/threading.py", 655),
+            frame("task", "/app/job.py", 12),
+            frame("mapstar", "/usr/lib/python3.12/multiprocessing/pool.py", 48),
+        ]
+    }
+
+    fn in_loop() -> Vec<PyFrame> {
+        vec![frame(
+            "Queue.get",
+            "/usr/lib/python3.12/multiprocessing/queues.py",
+            100,
+        )]
+    }
+
+    #[test]
+    fn exit_0_inside_a_task_is_seen_and_a_retired_worker_is_not() {
+        // Retired by maxtasksperchild: exit 0 from the pool's loop (no user frame: skipped).
+        let retired = worker(10, "exit 0", 1_000, in_loop());
+        assert!(last_seen_of(std::slice::from_ref(&retired)).is_none());
+        // sys.exit(0) in a task: exit 0, last seen inside the task.
+        let mut exited = worker(11, "exit 0", 2_000, in_task());
+        let gone = [retired.clone(), exited.clone()];
+        let (g, line) = last_seen_of(&gone).expect("seen");
+        assert_eq!(g.pid, Pid(11));
+        assert!(line.contains("job.py:12 in task()"), "{line}");
+        assert!(line.contains("(exit 0) from inside a Pool task"), "{line}");
+        // With the exit call found in the source, it is named, and it outranks an older
+        // signal death.
+        let killed = worker(12, "signal 9 (SIGKILL)", 1_500, in_task());
+        if let Some(l) = exited.last_stack.as_mut() {
+            l.exit_at = Some(frame("task", "/app/job.py", 13));
+        }
+        let gone = [killed.clone(), retired, exited.clone()];
+        let (g, line) = last_seen_of(&gone).expect("seen");
+        assert_eq!(g.pid, Pid(11));
+        assert!(
+            line.contains("ended itself at job.py:13 in task()"),
+            "{line}"
+        );
+        // Without it, the signal death is the surer explanation.
+        if let Some(l) = exited.last_stack.as_mut() {
+            l.exit_at = None;
+        }
+        let gone = [killed, exited];
+        let (g, _) = last_seen_of(&gone).expect("seen");
+        assert_eq!(g.pid, Pid(12));
+    }
+
+    #[test]
+    fn a_nonzero_exit_names_its_exit_call() {
+        let mut g = worker(20, "exit 3", 2_000, in_task());
+        if let Some(l) = g.last_stack.as_mut() {
+            l.exit_at = Some(frame("task", "/app/job.py", 13));
+        }
+        let (_, line) = last_seen_of(std::slice::from_ref(&g)).expect("seen");
+        assert!(
+            line.contains("(exit 3); it most likely ended itself at job.py:13"),
+            "{line}"
+        );
+        assert!(!line.contains("Pool task"), "{line}");
+    }
+
+    #[test]
+    fn exit_0_outside_a_pool_is_still_skipped() {
+        let mut g = worker(30, "exit 0", 2_000, in_task());
+        if let Some(l) = g.last_stack.as_mut() {
+            for t in &mut l.threads {
+                t.frames.retain(|f| !f.named("worker"));
+            }
+        }
+        assert!(last_seen_of(std::slice::from_ref(&g)).is_none());
+    }
 }

@@ -294,6 +294,7 @@ pub(super) fn diagnose(tree: &mut Tracker, pid: i32, redact: bool, past: &Past<'
         }
     }
     source::fix_lines(&mut snapshot);
+    source::exit_lines(&mut snapshot);
     sender::fill(&mut snapshot);
     // The recorded deaths and the tracebacks carry target strings too.
     crate::model::safe::sanitize(&mut snapshot, redact);

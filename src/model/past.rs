@@ -81,6 +81,12 @@ pub struct LastStack {
     /// signal-sending call right after the exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Sender>,
+    /// Where it most likely ended itself, when it exited (not killed by a signal) and no
+    /// look caught the call: the first line calling `sys.exit(...)`, `os._exit(...)`,
+    /// `exit(...)`/`quit(...)` or raising `SystemExit` at or after a user line of this stack,
+    /// in the same function (read from the source by `run`, innermost user frame first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_at: Option<PyFrame>,
 }
 
 impl LastStack {

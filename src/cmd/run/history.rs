@@ -135,6 +135,7 @@ fn sample(shared: &Mutex<Shared>, exits: Option<Receiver<i32>>) {
                             seen_at_ms: now_ms(),
                             threads: Vec::new(),
                             sender: None,
+                            exit_at: None,
                         })
                         .sender = Some(sender);
                 }
@@ -205,6 +206,7 @@ fn sample(shared: &Mutex<Shared>, exits: Option<Receiver<i32>>) {
                             seen_at_ms,
                             threads: vec![t],
                             sender: None,
+                            exit_at: None,
                         },
                     });
                 }
@@ -215,6 +217,7 @@ fn sample(shared: &Mutex<Shared>, exits: Option<Receiver<i32>>) {
                     seen_at_ms: now,
                     threads,
                     sender: None,
+                    exit_at: None,
                 },
             );
         }

@@ -283,6 +283,7 @@ pub fn fill(snap: &mut Snapshot) {
                 seen_at_ms: now,
                 threads: Vec::new(),
                 sender: None,
+                exit_at: None,
             })
             .sender = Some(sender);
     }
