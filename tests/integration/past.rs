@@ -1,9 +1,10 @@
 //! Integration tests: hangs whose cause already happened (issue 12). Each `fixtures/past_*.py`
-//! runs under `mphang run --timeout` on CPython 3.12 and 3.14 (each one's default start
-//! method); the report must name the fixture's pattern and cite its `# CULPRIT` line, which is
-//! on no live stack: it comes from a traceback on stderr, the stack history, the look for a
-//! signal's sender at an exit, or (when that look was too late) the parent's source above the
-//! line it is at. Every run holds a process-group guard that kills and reaps.
+//! runs under `mphang run --timeout` on CPython 3.12 and 3.14, or those `MPHANG_TEST_PYTHONS`
+//! lists (each one's default start method); the report must name the fixture's pattern and
+//! cite its `# CULPRIT` line, which is on no live stack: it comes from a traceback on stderr,
+//! the stack history, the look for a signal's sender at an exit, or (when that look was too
+//! late) the parent's source above the line it is at, or, for a worker that ended itself, the
+//! source after its last seen line. Every run holds a process-group guard that kills and reaps.
 
 use crate::util::{self, Python};
 use nix::sys::signal::{killpg, Signal};
@@ -23,19 +24,22 @@ impl Drop for Guard {
     }
 }
 
-/// CPython 3.12 and 3.14, those present.
+/// CPython 3.12 and 3.14, those present; those `MPHANG_TEST_PYTHONS` lists when it is set.
 fn pythons() -> Vec<Python> {
+    let listed = std::env::var_os("MPHANG_TEST_PYTHONS").is_some();
     util::pythons()
         .into_iter()
-        .filter(|p| p.minor == 12 || p.minor == 14)
+        .filter(|p| listed || p.minor == 12 || p.minor == 14)
         .collect()
 }
 
-/// Runs `fixture` under `mphang run --timeout` and returns the report.
-fn run(py: &Python, fixture: &str) -> mphang::render::Report {
+/// Runs `fixture` under `mphang run --timeout` with `env` added and returns the report.
+fn run(py: &Python, fixture: &str, env: &[(&str, &str)]) -> mphang::render::Report {
     use std::os::unix::process::CommandExt;
+    // One directory per run: tests of one fixture with other `env` run at the same time.
+    let tag: String = env.iter().map(|(k, v)| format!("-{k}={v}")).collect();
     let dir = std::env::temp_dir().join(format!(
-        "mphang-past-{}-{fixture}-{}",
+        "mphang-past-{}-{fixture}-{}{tag}",
         std::process::id(),
         py.minor
     ));
@@ -51,6 +55,7 @@ fn run(py: &Python, fixture: &str) -> mphang::render::Report {
         .env_remove("GITHUB_ACTIONS")
         .env("MPHANG_READY", dir.join("ready.json"))
         .env("TMPDIR", &dir)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -78,14 +83,21 @@ fn run(py: &Python, fixture: &str) -> mphang::render::Report {
 
 /// Asserts the report names `pattern` with the fixture's `# CULPRIT` line as culprit.
 fn cites(fixture: &str, pattern: &str) {
+    cites_with(fixture, pattern, &[]);
+}
+
+/// [`cites`], with `env` added to the fixture's environment.
+fn cites_with(fixture: &str, pattern: &str, env: &[(&str, &str)]) {
     let want = util::line_of(fixture, "# CULPRIT");
     let pys = pythons();
     if pys.is_empty() {
-        util::loud("skipping: neither CPython 3.12 nor 3.14 found");
+        util::loud(
+            "skipping: none of the CPythons to test found (3.12, 3.14 or MPHANG_TEST_PYTHONS)",
+        );
         return;
     }
     for py in pys {
-        let report = run(&py, fixture);
+        let report = run(&py, fixture, env);
         let f = report
             .findings
             .iter()
@@ -134,6 +146,20 @@ fn producer_thread_exception_cites_its_line() {
 #[test]
 fn worker_killed_mid_task_cites_where_it_was_last_seen() {
     cites("past_worker_killed", "pool_worker_died");
+}
+
+#[test]
+fn worker_exit_0_mid_task_cites_the_exit_call() {
+    cites("past_worker_exit", "pool_worker_died");
+}
+
+#[test]
+fn worker_exit_3_mid_task_cites_the_exit_call() {
+    cites_with(
+        "past_worker_exit",
+        "pool_worker_died",
+        &[("MPHANG_EXIT_CODE", "3")],
+    );
 }
 
 #[test]
