@@ -69,6 +69,10 @@ def as_host(report, h, hosts):
     nxt, prev = (h + 1) % hosts, (h - 1) % hosts
     # fd 900: this host's client connection to the next host's port 29500 (the active opener
     # counts its SYN); fd 901: the previous host's connection, accepted here.
+    # Children written as the root's fds (`fds_as`) must not gain its two sockets.
+    for p in s["processes"]:
+        if (p.get("fds_as") or {}).get("pid") == root["pid"]:
+            p["fds_as"].setdefault("without", []).extend([900, 901])
     root["fds"].append(tcp_fd(900, 990001, "%s:%d" % (addr(h), 40000 + h), "%s:29500" % addr(nxt), 11, 5))
     root["fds"].append(tcp_fd(901, 990002, "%s:29500" % addr(h), "%s:%d" % (addr(prev), 40000 + prev), 5, 10))
     main = next(t for t in root["threads"] if t["tid"] == s["root"])

@@ -395,6 +395,7 @@ mod tests {
             sem_maps: Vec::new(),
             appeared: Vec::new(),
             status_fds: Vec::new(),
+            fds_as: None,
             net_ns: None,
             rank: None,
         }

@@ -199,6 +199,7 @@ pub(crate) fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             fds: fd_list,
             sem_maps,
             status_fds: Vec::new(),
+            fds_as: None,
             appeared: Vec::new(),
         },
         maps,

@@ -25,7 +25,8 @@ pub use host::{HostInfo, NetNs};
 pub use ids::{Inode, Pid, SemKey, ThreadRef, Tid};
 pub use past::{GoneThread, LastStack, Sender, Traceback, TracebackKind, Watched};
 pub use process::{
-    Appeared, ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap, TimedWait,
+    Appeared, FdsAs, ProcessSnap, Role, SchedStat, SemMapping, StatusFd, ThreadLook, ThreadSnap,
+    TimedWait,
 };
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{

@@ -83,7 +83,15 @@ pub struct ProcessSnap {
     pub python_version: Option<String>,
     pub role: Role,
     pub threads: Vec<ThreadSnap>,
+    /// Every open fd, by number; in a written report, with `fds_as`, only those that differ
+    /// from the other process's.
     pub fds: Vec<FdEntry>,
+    /// Written reports only (docs/json-format.md): this process's fds are those of that earlier
+    /// process (a forked child inherits its parent's and its older siblings' pipes), less
+    /// `without`, with `fds` added or replacing by number. Readers expand it
+    /// (`render::compact::expand_snapshot`) and it is then `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds_as: Option<FdsAs>,
     /// `/dev/shm/sem.*` mappings of this process.
     pub sem_maps: Vec<SemMapping>,
     /// Threads and child processes that appeared during the later looks (progress evidence:
@@ -95,6 +103,16 @@ pub struct ProcessSnap {
     /// the forkserver's main loop).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status_fds: Vec<StatusFd>,
+}
+
+/// A process's fds written as another's (`ProcessSnap::fds_as`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FdsAs {
+    /// The earlier process (in `processes`) whose fds these start from.
+    pub pid: Pid,
+    /// Fd numbers of that process that this one does not have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without: Vec<i32>,
 }
 
 /// One child of a forkserver and the fd of its status pipe in the forkserver.

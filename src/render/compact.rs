@@ -10,6 +10,11 @@
 //! * `snapshot.processes[].threads[].native_as: {pid, tid}`: the same `native` stack as that
 //!   earlier thread.
 //!
+//! One more is written in every report, compact or not, because forked children inherit their
+//! parent's and older siblings' pipes (a 256-process fork tree holds 67,000 fds, 87% of its
+//! report): `snapshot.processes[].fds_as: {pid, without}`, the fds of that earlier process less
+//! `without`, with the process's own `fds` added or replacing by number.
+//!
 //! [`compact`] writes them into the report in place (moving out what they replace, so a
 //! 4,096-process report is not copied) for it to be serialized directly, with no JSON tree in
 //! between, and [`restore`] puts it back; [`expand_report`] and [`expand_snapshot`] undo them after a typed parse
@@ -17,7 +22,7 @@
 
 use super::Report;
 use crate::model::merge::MergedFrame;
-use crate::model::{NativeFrame, Pid, Snapshot, ThreadRef, Tid};
+use crate::model::{FdEntry, FdsAs, NativeFrame, Pid, ProcessSnap, Snapshot, ThreadRef, Tid};
 use foldhash::{HashMap, HashMapExt, HashSet};
 
 /// Reports with more threads than this are written compact.
@@ -30,11 +35,22 @@ pub struct Undo {
     verdicts: Vec<(usize, Vec<ThreadRef>, Vec<MergedFrame>)>,
     /// (process index, thread index, native frames).
     natives: Vec<(usize, usize, Vec<NativeFrame>)>,
+    /// (process index, every fd).
+    fds: Vec<(usize, Vec<FdEntry>)>,
 }
 
 /// Writes the shorthands into `report` in place (moving the parts they replace out, nothing is
-/// copied): serialize it, then [`restore`] it.
-pub fn compact(report: &mut Report) -> Undo {
+/// copied): serialize it, then [`restore`] it. `fds_as` always; the others when `all`.
+pub fn compact(report: &mut Report, all: bool) -> Undo {
+    let mut undo = Undo::default();
+    for (pi, fds_as, own) in fds_plan(&report.snapshot.processes) {
+        let p = &mut report.snapshot.processes[pi];
+        undo.fds.push((pi, std::mem::replace(&mut p.fds, own)));
+        p.fds_as = Some(fds_as);
+    }
+    if !all {
+        return undo;
+    }
     let threads_of: HashMap<Pid, HashSet<Tid>> = report
         .snapshot
         .processes
@@ -102,7 +118,6 @@ pub fn compact(report: &mut Report) -> Undo {
         }
     }
     // Then the moves.
-    let mut undo = Undo::default();
     for (i, all_of, stack_as) in plan {
         let v = &mut report.threads[i];
         let full = std::mem::take(&mut v.providers);
@@ -130,8 +145,81 @@ pub fn compact(report: &mut Report) -> Undo {
     undo
 }
 
+/// Processes whose fds are shorter written as an earlier process's (its parent's, or the
+/// previous child of the same parent: a forked child holds what its older sibling held plus
+/// that sibling's own pipes): (index, `fds_as`, own entries).
+fn fds_plan(procs: &[ProcessSnap]) -> Vec<(usize, FdsAs, Vec<FdEntry>)> {
+    /// Below this many fds a process keeps its list: small reports stay plain.
+    const MIN_FDS: usize = 8;
+    let mut index: HashMap<Pid, usize> = HashMap::new();
+    let mut last_child: HashMap<Pid, usize> = HashMap::new();
+    let mut plan = Vec::new();
+    for (i, p) in procs.iter().enumerate() {
+        if p.fds.len() >= MIN_FDS && p.fds_as.is_none() {
+            let bases = [index.get(&p.ppid), last_child.get(&p.ppid)];
+            let best = bases
+                .into_iter()
+                .flatten()
+                .map(|&b| (b, fd_diff(&procs[b].fds, &p.fds)))
+                .min_by_key(|(_, (without, own))| without.len() + 8 * own.len());
+            // Worth it when the entries left are at most half the list (an entry is about
+            // eight times the size of a number in `without`).
+            if let Some((b, (without, own))) = best {
+                if without.len() + 8 * own.len() <= 4 * p.fds.len() {
+                    let fds_as = FdsAs {
+                        pid: procs[b].pid,
+                        without,
+                    };
+                    plan.push((i, fds_as, own));
+                }
+            }
+        }
+        index.insert(p.pid, i);
+        last_child.insert(p.ppid, i);
+    }
+    plan
+}
+
+/// `mine` against `base` (both sorted by fd): the fd numbers of `base` not in `mine`, and the
+/// entries of `mine` not in `base` as they are.
+fn fd_diff(base: &[FdEntry], mine: &[FdEntry]) -> (Vec<i32>, Vec<FdEntry>) {
+    let (mut without, mut own) = (Vec::new(), Vec::new());
+    let (mut b, mut m) = (base.iter().peekable(), mine.iter().peekable());
+    loop {
+        match (b.peek(), m.peek()) {
+            (Some(x), Some(y)) if x.fd == y.fd => {
+                if x != y {
+                    own.push((*y).clone());
+                }
+                b.next();
+                m.next();
+            }
+            (Some(x), Some(y)) if x.fd < y.fd => {
+                without.push(x.fd);
+                b.next();
+            }
+            (Some(x), None) => {
+                without.push(x.fd);
+                b.next();
+            }
+            (_, Some(y)) => {
+                own.push((*y).clone());
+                m.next();
+            }
+            (None, None) => break,
+        }
+    }
+    (without, own)
+}
+
 /// Puts back what [`compact`] took out: `report` is as it was before.
 pub fn restore(report: &mut Report, undo: Undo) {
+    for (pi, fds) in undo.fds {
+        if let Some(p) = report.snapshot.processes.get_mut(pi) {
+            p.fds = fds;
+            p.fds_as = None;
+        }
+    }
     for (i, full, stack) in undo.verdicts {
         if let Some(v) = report.threads.get_mut(i) {
             v.providers = full;
@@ -154,8 +242,9 @@ pub fn restore(report: &mut Report, undo: Undo) {
     }
 }
 
-/// Undoes [`compact`]'s `native_as` in a snapshot.
+/// Undoes [`compact`]'s `fds_as` and `native_as` in a snapshot.
 pub fn expand_snapshot(snap: &mut Snapshot) {
+    expand_fds(&mut snap.processes);
     let wanted: HashSet<ThreadRef> = snap
         .processes
         .iter()
@@ -183,6 +272,34 @@ pub fn expand_snapshot(snap: &mut Snapshot) {
                 t.native = Some(n.clone());
             }
         }
+    }
+}
+
+/// Undoes `fds_as`, in order: a base is written (so expanded) before the processes that
+/// refer to it. A base that is missing or later leaves the process its own entries.
+fn expand_fds(procs: &mut [ProcessSnap]) {
+    if procs.iter().all(|p| p.fds_as.is_none()) {
+        return;
+    }
+    let mut index: HashMap<Pid, usize> = HashMap::new();
+    for i in 0..procs.len() {
+        let (done, rest) = procs.split_at_mut(i);
+        let p = &mut rest[0];
+        if let Some(fds_as) = p.fds_as.take() {
+            if let Some(base) = index.get(&fds_as.pid).map(|&b| &done[b]) {
+                let own: HashSet<i32> = p.fds.iter().map(|f| f.fd).collect();
+                let without: HashSet<i32> = fds_as.without.iter().copied().collect();
+                let inherited = base
+                    .fds
+                    .iter()
+                    .filter(|f| !own.contains(&f.fd) && !without.contains(&f.fd))
+                    .cloned();
+                let mut fds: Vec<FdEntry> = inherited.chain(p.fds.drain(..)).collect();
+                fds.sort_by_key(|f| f.fd);
+                p.fds = fds;
+            }
+        }
+        index.insert(p.pid, i);
     }
 }
 
@@ -216,5 +333,105 @@ pub fn expand_report(report: &mut Report) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Access, FdKind, Inode, Role};
+
+    fn process(pid: i32, ppid: i32, pipes: &[u64]) -> ProcessSnap {
+        let mut fds: Vec<FdEntry> = (0..3)
+            .map(|fd| FdEntry {
+                fd,
+                access: Access::ReadWrite,
+                kind: FdKind::Tty {
+                    path: "/dev/pts/0".into(),
+                },
+            })
+            .collect();
+        for (i, &ino) in pipes.iter().enumerate() {
+            fds.push(FdEntry {
+                fd: 3 + i as i32,
+                access: if ino % 2 == 0 {
+                    Access::Read
+                } else {
+                    Access::Write
+                },
+                kind: FdKind::Pipe { inode: Inode(ino) },
+            });
+        }
+        ProcessSnap {
+            pid: Pid(pid),
+            ppid: Pid(ppid),
+            ns_pid: None,
+            comm: "python3".into(),
+            cmdline: Vec::new(),
+            exe: None,
+            uid: None,
+            state: 'S',
+            start_ticks: 0,
+            cpu_ticks: 0,
+            num_threads: 1,
+            nofile_limit: None,
+            fd_count: fds.len(),
+            python_version: None,
+            role: Role::ForkChild,
+            threads: Vec::new(),
+            fds,
+            fds_as: None,
+            sem_maps: Vec::new(),
+            appeared: Vec::new(),
+            status_fds: Vec::new(),
+            net_ns: None,
+            rank: None,
+        }
+    }
+
+    #[test]
+    fn inherited_fds_are_written_once_and_expand_back() {
+        // A parent with 40 pipes; child k inherits the first 10 + k of them and closed one; one
+        // child has another pipe under an inherited number.
+        let parent_pipes: Vec<u64> = (100..140).collect();
+        let mut procs = vec![process(1, 0, &parent_pipes)];
+        for k in 0..20 {
+            let mut p = process(10 + k as i32, 1, &parent_pipes[..10 + k]);
+            p.fds.retain(|f| f.fd != 5);
+            if k == 7 {
+                p.fds[4].kind = FdKind::Pipe { inode: Inode(999) };
+            }
+            procs.push(p);
+        }
+        // A small process keeps its list as it is.
+        procs.push(process(50, 1, &[100]));
+        let full = procs.clone();
+        for (i, fds_as, own) in fds_plan(&procs) {
+            procs[i].fds = own;
+            procs[i].fds_as = Some(fds_as);
+        }
+        let written: usize = procs.iter().map(|p| p.fds.len()).sum();
+        let all: usize = full.iter().map(|p| p.fds.len()).sum();
+        assert!(procs[0].fds_as.is_none() && procs[21].fds_as.is_none());
+        assert!(
+            procs[1..21].iter().all(|p| p.fds_as.is_some()),
+            "every child is written as its parent or older sibling"
+        );
+        assert!(written * 5 < all, "{written} of {all} entries written");
+        expand_fds(&mut procs);
+        assert_eq!(procs, full);
+    }
+
+    #[test]
+    fn a_base_that_is_missing_leaves_the_own_entries() {
+        let mut procs = vec![process(2, 1, &[100, 101])];
+        procs[0].fds_as = Some(FdsAs {
+            pid: Pid(99),
+            without: vec![3],
+        });
+        let own = procs[0].fds.clone();
+        expand_fds(&mut procs);
+        assert_eq!(procs[0].fds, own);
+        assert!(procs[0].fds_as.is_none());
     }
 }

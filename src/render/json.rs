@@ -7,15 +7,11 @@ use super::Report;
 use std::io::Write;
 
 /// Writes the report as pretty JSON followed by a newline; above 256 threads compact instead
-/// (`super::compact`: shorthands for repeated parts, no indentation). Compacting works on a
-/// copy; [`write_in_place`] spares it.
+/// (`super::compact`: shorthands for repeated parts, no indentation). Every report writes a
+/// process's fds as another's where that is shorter (`fds_as`). Works on a copy;
+/// [`write_in_place`] spares it.
 pub fn write(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
-    if report.threads.len() > super::compact::AUTO_THREADS {
-        write_in_place(&mut report.clone(), out)
-    } else {
-        serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::from)?;
-        writeln!(out)
-    }
+    write_in_place(&mut report.clone(), out)
 }
 
 /// [`write`] on a report that may be changed while it is written (compacted in place, then
@@ -26,16 +22,18 @@ pub fn write_in_place(report: &mut Report, out: &mut dyn Write) -> std::io::Resu
 
 /// [`write_in_place`], compact whatever the size when `compact`.
 pub fn write_with(report: &mut Report, compact: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    let all = compact || report.threads.len() > super::compact::AUTO_THREADS;
+    let undo = super::compact::compact(report, all);
     // `From` keeps an I/O error's kind (a closed pipe stays `BrokenPipe`).
-    if compact || report.threads.len() > super::compact::AUTO_THREADS {
+    let r = if all {
         // Shorthands, and no indentation (half the size again): `jq .` pretty-prints it.
-        let undo = super::compact::compact(report);
-        let r = serde_json::to_writer(&mut *out, &*report).map_err(std::io::Error::from);
-        super::compact::restore(report, undo);
-        r?;
+        serde_json::to_writer(&mut *out, &*report)
     } else {
-        serde_json::to_writer_pretty(&mut *out, &*report).map_err(std::io::Error::from)?;
+        serde_json::to_writer_pretty(&mut *out, &*report)
     }
+    .map_err(std::io::Error::from);
+    super::compact::restore(report, undo);
+    r?;
     writeln!(out)
 }
 

@@ -442,6 +442,7 @@ fn chain_snapshot(n: usize) -> Snapshot {
                 sem_maps: Vec::new(),
                 appeared: Vec::new(),
                 status_fds: Vec::new(),
+                fds_as: None,
                 net_ns: None,
                 rank: None,
             }

@@ -103,6 +103,7 @@ fn process(
         appeared: Vec::new(),
         sem_maps: Vec::new(),
         status_fds: Vec::new(),
+        fds_as: None,
     }
 }
 
