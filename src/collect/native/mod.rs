@@ -18,6 +18,7 @@ pub mod locks;
 pub mod maps;
 pub mod ptrace;
 pub mod symbols;
+mod symcache;
 pub mod unwind;
 
 pub use crate::model::merge::{self, merge, merge_with_entries, MergedFrame};
@@ -173,7 +174,7 @@ impl NativeCache {
         let syms = self
             .symbols
             .entry(key)
-            .or_insert_with(|| FileSymbols::load(&file, &roots));
+            .or_insert_with(|| FileSymbols::new(file.clone(), &roots, true));
         let svma = fa
             .address_for_lookup()
             .wrapping_sub(file.bias(m.start, m.offset));

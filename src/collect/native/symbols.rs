@@ -1,11 +1,15 @@
 //! Symbolization: file address -> function name (ELF `.symtab`, else a build-id debug file's
 //! `.symtab`, else `.dynsym`) and file:line plus inlined frames (addr2line) where DWARF exists.
+//! Tables are loaded on the first address that neither this run nor an earlier one (the
+//! `symcache`, by build-id) resolved.
 
 use super::elf::{map_file, section_bytes, ElfFile, SecBytes};
+use super::symcache;
 use addr2line::gimli;
 use object::{Object, ObjectSymbol, SymbolKind};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
@@ -29,7 +33,7 @@ struct Sym {
 }
 
 /// What one address resolves to: one entry per (inlined) function, innermost first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     pub function: Option<String>,
     pub file: Option<String>,
@@ -37,7 +41,7 @@ pub struct Resolved {
 }
 
 /// Where the names of a file came from (reported in docs/diagnostics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SymbolSource {
     /// The file's own `.symtab`.
     Symtab,
@@ -49,21 +53,50 @@ pub enum SymbolSource {
     None,
 }
 
-/// Symbol table and line tables of one ELF file. Built on first use, kept in `NativeCache`.
+/// Names of one ELF file, kept in `NativeCache`: the addresses resolved so far (this run's and,
+/// by build-id, earlier runs'), and the tables, loaded on the first address not among them.
 pub struct FileSymbols {
+    elf: Arc<ElfFile>,
+    debug_roots: Vec<PathBuf>,
+    tables: Option<Tables>,
+    /// Where the names came from; None until the tables or the cache said.
+    pub source: Option<SymbolSource>,
+    memo: HashMap<u64, Vec<Resolved>>,
+    /// Keep resolutions across runs (`symcache`).
+    persist: bool,
+    /// A debug file for this build-id is installed (and the file needs one for names or lines).
+    debug_file: bool,
+    /// Resolved an address the cache did not have: write it back when dropped.
+    fresh: bool,
+}
+
+/// Symbol table and line tables of one ELF file.
+struct Tables {
     syms: Vec<Sym>,
     dwarf: Option<DwarfCtx>,
-    pub source: SymbolSource,
-    memo: HashMap<u64, Vec<Resolved>>,
 }
 
 impl std::fmt::Debug for FileSymbols {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSymbols")
-            .field("syms", &self.syms.len())
-            .field("dwarf", &self.dwarf.is_some())
+            .field("file", &self.elf.name)
+            .field("tables", &self.tables.is_some())
+            .field("memo", &self.memo.len())
             .field("source", &self.source)
             .finish()
+    }
+}
+
+impl Drop for FileSymbols {
+    fn drop(&mut self) {
+        if let (true, true, Some(id)) = (self.persist, self.fresh, &self.elf.build_id) {
+            let stored = symcache::Stored {
+                source: self.source,
+                debug_file: self.debug_file,
+                frames: std::mem::take(&mut self.memo),
+            };
+            symcache::save(id, &stored);
+        }
     }
 }
 
@@ -123,19 +156,73 @@ fn demangle(name: &str) -> String {
 }
 
 impl FileSymbols {
-    /// Loads names for `elf`. `debug_roots` are the filesystem roots searched for
-    /// `usr/lib/debug/.build-id/…` (the target's `/proc/PID/root/` first, then `/`).
-    pub fn load(elf: &ElfFile, debug_roots: &[PathBuf]) -> FileSymbols {
+    /// Names for `elf`, nothing loaded yet. `debug_roots` are the filesystem roots searched
+    /// for `usr/lib/debug/.build-id/…` (the target's `/proc/PID/root/` first, then `/`). With
+    /// `persist`, what earlier runs resolved in a file of the same build-id is known at once,
+    /// and what this one resolves is kept.
+    pub fn new(elf: Arc<ElfFile>, debug_roots: &[PathBuf], persist: bool) -> FileSymbols {
+        // What was resolved without a debug file that is now installed (or with one since
+        // removed) is resolved again.
+        let debug_file = (!elf.has_symtab || !elf.has_debug_info)
+            && elf
+                .debug_file_candidates(debug_roots)
+                .iter()
+                .any(|p| p.exists());
+        let stored = match (&elf.build_id, persist) {
+            (Some(id), true) => symcache::load(id),
+            _ => symcache::Stored::default(),
+        };
+        let stored = if stored.debug_file == debug_file {
+            stored
+        } else {
+            symcache::Stored::default()
+        };
+        FileSymbols {
+            elf,
+            debug_roots: debug_roots.to_vec(),
+            tables: None,
+            source: stored.source,
+            memo: stored.frames,
+            persist,
+            debug_file,
+            fresh: false,
+        }
+    }
+
+    /// The tables, loaded on first use.
+    fn tables(&mut self) -> &Tables {
+        if self.tables.is_none() {
+            let (tables, source) = Tables::load(&self.elf, &self.debug_roots);
+            self.tables = Some(tables);
+            self.source = Some(source);
+        }
+        self.tables.get_or_insert_with(|| Tables {
+            syms: Vec::new(),
+            dwarf: None,
+        })
+    }
+
+    /// Resolves a file address (already adjusted by one byte for return addresses).
+    /// Innermost inlined function first; the last entry is the real (outermost) function.
+    pub fn resolve(&mut self, svma: u64) -> Vec<Resolved> {
+        if let Some(r) = self.memo.get(&svma) {
+            return r.clone();
+        }
+        let out = self.tables().resolve(svma);
+        self.memo.insert(svma, out.clone());
+        self.fresh = true;
+        out
+    }
+}
+
+impl Tables {
+    /// Loads the names of `elf` and says where they came from.
+    fn load(elf: &ElfFile, debug_roots: &[PathBuf]) -> (Tables, SymbolSource) {
         let mut syms = Vec::new();
         let mut source = SymbolSource::None;
         let mut dwarf = None;
         let Ok(file) = object::File::parse(&**elf.map) else {
-            return FileSymbols {
-                syms,
-                dwarf,
-                source,
-                memo: HashMap::new(),
-            };
+            return (Tables { syms, dwarf }, source);
         };
         if elf.has_symtab {
             collect_syms(&mut syms, file.symbols());
@@ -173,12 +260,7 @@ impl FileSymbols {
         // public name (e.g. `sem_wait`) wins over internal aliases only when sizes tie.
         syms.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.size.cmp(&a.size)));
         syms.dedup_by(|b, a| a.addr == b.addr);
-        FileSymbols {
-            syms,
-            dwarf,
-            source,
-            memo: HashMap::new(),
-        }
+        (Tables { syms, dwarf }, source)
     }
 
     /// The function symbol covering `svma`.
@@ -192,12 +274,8 @@ impl FileSymbols {
         }
     }
 
-    /// Resolves a file address (already adjusted by one byte for return addresses).
-    /// Innermost inlined function first; the last entry is the real (outermost) function.
-    pub fn resolve(&mut self, svma: u64) -> Vec<Resolved> {
-        if let Some(r) = self.memo.get(&svma) {
-            return r.clone();
-        }
+    /// [`FileSymbols::resolve`] from the tables.
+    fn resolve(&self, svma: u64) -> Vec<Resolved> {
         let sym_name = self.symbol(svma).map(|s| demangle(&s.name));
         let mut out = Vec::new();
         if let Some(d) = &self.dwarf {
@@ -233,7 +311,6 @@ impl FileSymbols {
                 last.function = Some(name);
             }
         }
-        self.memo.insert(svma, out.clone());
         out
     }
 }
@@ -261,9 +338,9 @@ mod tests {
             eprintln!("skipping: no {LIBC}");
             return;
         }
-        let elf = ElfFile::load("libc.so.6", Path::new(LIBC)).expect("parse libc");
+        let elf = Arc::new(ElfFile::load("libc.so.6", Path::new(LIBC)).expect("parse libc"));
         let debug = elf.debug_file_candidates(&[PathBuf::from("/")]);
-        let mut syms = FileSymbols::load(&elf, &[PathBuf::from("/")]);
+        let mut syms = FileSymbols::new(elf.clone(), &[PathBuf::from("/")], false);
         let have_dbg = debug.iter().any(|p| p.exists());
         let expected = if elf.has_symtab {
             SymbolSource::Symtab
@@ -272,9 +349,9 @@ mod tests {
         } else {
             SymbolSource::Dynsym
         };
-        assert_eq!(syms.source, expected, "{syms:?}");
         let addr = dynsym_addr(LIBC, "sem_wait").expect("sem_wait exported");
         let r = syms.resolve(addr + 4);
+        assert_eq!(syms.source, Some(expected), "{syms:?}");
         assert!(
             r.iter().any(|f| f
                 .function

@@ -442,3 +442,49 @@ fn exited_and_unknown_threads_are_diagnostics() {
     let s = sample(Pid(i32::MAX - 7), &[Tid(i32::MAX - 7)], &mut cache);
     assert!(s.threads.is_empty() && !s.diagnostics.is_empty());
 }
+
+/// Native names kept across runs (`symcache`, by build-id) are the names a cold run resolves:
+/// a cold run writes the cache, a warm one reads it, and both give the same frames as a run
+/// with the cache off.
+#[test]
+fn names_kept_across_runs_are_the_names_resolved() {
+    let dir = scratch("symcache");
+    let Some(mut t) = Target::start(PY311, "lock", &dir, None) else {
+        return;
+    };
+    let pid = t.wait_ready()[0];
+    let cache = dir.join("cache");
+    let natives = |cache_dir: &std::ffi::OsStr| -> Vec<serde_json::Value> {
+        let o = crate::util::bin()
+            .args(["report", "--samples", "1", "--json"])
+            .arg(pid.to_string())
+            .env("MPHANG_CACHE_DIR", cache_dir)
+            .output()
+            .expect("run mphang");
+        let r = mphang::render::json::parse_report(&String::from_utf8_lossy(&o.stdout))
+            .expect("a report");
+        r.snapshot
+            .processes
+            .iter()
+            .flat_map(|p| &p.threads)
+            .map(|t| serde_json::to_value(&t.native).expect("frames"))
+            .collect()
+    };
+    let off = natives("off".as_ref());
+    if off.iter().all(|n| n.is_null()) {
+        eprintln!("skipping: no native stacks (no ptrace rights?)");
+        return;
+    }
+    let cold = natives(cache.as_os_str());
+    let files = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        files >= 2,
+        "the cold run keeps libc's and libpython's names ({files} files)"
+    );
+    let warm = natives(cache.as_os_str());
+    assert_eq!(
+        cold, off,
+        "a cold run with the cache resolves as one without"
+    );
+    assert_eq!(warm, off, "a warm run names the frames as a cold one");
+}
