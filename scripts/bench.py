@@ -7,10 +7,13 @@ Usage: scripts/bench.py [--python PY] [--sizes 1,8,32,64,256] [--runs 5] [--mpha
 Build first: cargo build --release. py-spy and pystack are pip-installed into .bench-venv.
 Prints a markdown table of medians (ms) for, in the same run on the same tree:
   mphang report --json --samples 1 --nonblocking   (the /proc + Python snapshot, nothing stopped)
-  mphang report --json --samples 1                 (plus native stacks; longest stop per thread)
+  mphang report --json --samples 1                 (plus native stacks; longest stop per thread;
+                                                    warm: native names kept from earlier runs)
+  the same with MPHANG_CACHE_DIR=off               (cold: every symbol table loaded; its ms / MiB)
   mphang report --json                             (the default: native stacks and two looks)
   py-spy dump --pid ROOT --subprocesses [--native]
   pystack remote --native PID, once per process of the tree (it has no subprocess mode)
+  reading the same /proc files from Python, one thread (the floor a look cannot go under)
 and mphang's peak RSS (/usr/bin/time), and the size of the nonblocking --json report per
 process. pystack runs only on trees of at most --pystack-max processes (default 64: it takes
 about 130 ms per process). Per extra process: from the second size to the last (8 to 256).
@@ -35,12 +38,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME = "/usr/bin/time"
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     """Runs cmd; returns (ms, peak RSS MiB or None, stdout)."""
     use_time = os.path.exists(TIME)
     full = [TIME, "-f", "%M", "-o", "/tmp/mphang-bench-rss"] + cmd if use_time else cmd
     t0 = time.perf_counter()
-    out = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+    out = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, **(env or {}))).stdout
     ms = (time.perf_counter() - t0) * 1000
     rss = None
     if use_time:
@@ -49,6 +53,43 @@ def timed(cmd):
         except (OSError, ValueError, IndexError):
             pass
     return ms, rss, out
+
+
+def read_proc(pids):
+    """The floor: reads what a look reads of each process from /proc, in this process, one
+    thread, nothing parsed (stat, status, cmdline, limits, maps; each fd's link and lstat; each
+    thread's syscall, wchan, stat and schedstat). Returns ms."""
+    t0 = time.perf_counter()
+    for p in pids:
+        for f in ("stat", "status", "cmdline", "limits", "maps"):
+            try:
+                with open("/proc/%d/%s" % (p, f), "rb") as fh:
+                    fh.read()
+            except OSError:
+                pass
+        d = "/proc/%d/fd/" % p
+        try:
+            fds = os.listdir(d)
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                os.readlink(d + fd)
+                os.lstat(d + fd)
+            except OSError:
+                pass
+        try:
+            tids = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            tids = []
+        for t in tids:
+            for f in ("syscall", "wchan", "stat", "schedstat"):
+                try:
+                    with open("/proc/%d/task/%s/%s" % (p, t, f), "rb") as fh:
+                        fh.read()
+                except OSError:
+                    pass
+    return (time.perf_counter() - t0) * 1000
 
 
 def venv_tools():
@@ -126,8 +167,8 @@ def main():
         time.strftime("%Y-%m-%d"), version([a.mphang]), version([pyspy]), version([pystack]),
         pyver, open("/proc/loadavg").read().split()[0] + " load"))
     print()
-    print("| processes | mphang nonblocking | mphang native | mphang default (2 looks) | longest stop µs | mphang peak MiB | JSON KiB per process | py-spy dump | py-spy dump --native | pystack --native (all pids) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| processes | mphang nonblocking | mphang native | mphang native, cold (ms / MiB) | mphang default (2 looks) | longest stop µs | mphang peak MiB (warm) | JSON KiB per process | py-spy dump | py-spy dump --native | pystack --native (all pids) | /proc floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         ready = "/tmp/mphang-bench-ready-%d.json" % os.getpid()
@@ -140,7 +181,7 @@ def main():
                 time.sleep(0.01)
             info = json.load(open(ready))
             root, pids = info["root"], [info["root"]] + info["pids"]
-            col = {k: [] for k in ("nb", "nat", "two", "kib", "stop", "rss", "ps", "psn", "pst")}
+            col = {k: [] for k in ("nb", "nat", "cold", "cold_rss", "two", "kib", "stop", "rss", "ps", "psn", "pst", "floor")}
             for _ in range(a.runs):
                 ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1", "--nonblocking"])
                 col["nb"].append(ms); col["rss"].append(rss or 0)
@@ -149,23 +190,32 @@ def main():
                 ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1"])
                 col["nat"].append(ms); col["rss"].append(rss or 0)
                 col["stop"].append(json.loads(out)["snapshot"].get("max_stop_us") or 0)
+                ms, rss, out = timed([a.mphang, "report", str(root), "--json", "--samples", "1"],
+                                     env={"MPHANG_CACHE_DIR": "off"})
+                col["cold"].append(ms); col["cold_rss"].append(rss or 0)
                 ms, rss, out = timed([a.mphang, "report", str(root), "--json"])
                 col["two"].append(ms); col["rss"].append(rss or 0)
                 col["ps"].append(timed([pyspy, "dump", "--pid", str(root), "--subprocesses"])[0])
                 col["psn"].append(timed([pyspy, "dump", "--pid", str(root), "--subprocesses", "--native"])[0])
+                col["floor"].append(read_proc(pids))
             for _ in range(max(1, a.runs // 2) if n <= a.pystack_max else 0):
                 col["pst"].append(sum(timed([pystack, "remote", "--native", str(p)])[0] for p in pids))
             med = statistics.median
-            print("| %d (%d seen) | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f | %.0f | %.0f | %s |" % (
-                n, seen, med(col["nb"]), med(col["nat"]), med(col["two"]), max(col["stop"]),
+            print("| %d (%d seen) | %.0f | %.0f | %.0f / %.1f | %.0f | %.0f | %.1f | %.1f | %.0f | %.0f | %s | %.0f |" % (
+                n, seen, med(col["nb"]), med(col["nat"]), med(col["cold"]), max(col["cold_rss"]),
+                med(col["two"]), max(col["stop"]),
                 max(col["rss"]), med(col["kib"]), med(col["ps"]), med(col["psn"]),
-                "%.0f" % med(col["pst"]) if col["pst"] else "-"))
-            rows.append((n, med(col["nb"]), med(col["nat"]), med(col["ps"]), med(col["psn"])))
+                "%.0f" % med(col["pst"]) if col["pst"] else "-", med(col["floor"])))
+            rows.append((n, med(col["nb"]), med(col["nat"]), med(col["ps"]), med(col["psn"]),
+                         med(col["floor"])))
         finally:
             os.killpg(tree.pid, signal.SIGKILL)
             tree.wait()
+    for (n0, a0, b0, _, _, f0), (n1, a1, b1, _, _, f1) in zip(rows, rows[1:]):
+        print("  %d to %d: mphang nonblocking %.2f ms per extra process, native %.2f, /proc floor %.2f"
+              % (n0, n1, (a1 - a0) / (n1 - n0), (b1 - b0) / (n1 - n0), (f1 - f0) / (n1 - n0)))
     if len(rows) >= 2:
-        (n0, a0, b0, c0, d0), (n1, a1, b1, c1, d1) = rows[1 if len(rows) > 2 else 0], rows[-1]
+        (n0, a0, b0, c0, d0, _), (n1, a1, b1, c1, d1, _) = rows[1 if len(rows) > 2 else 0], rows[-1]
         k = float(n1 - n0)
         print()
         print("per extra process from %d to %d (ms): mphang nonblocking" % (n0, n1) + " %.2f, mphang native %.2f, py-spy %.2f, py-spy --native %.2f"
