@@ -61,7 +61,7 @@ pub fn detect(ctx: &Ctx<'_>) -> Vec<Finding> {
                 chain: vec![ctx.link_with(t, "waits for a Pool result; all workers are idle".into())],
                 threads: std::iter::once(t).chain(worker_threads).collect(),
                 culprit,
-                fix: "Find why the worker died (dmesg for the OOM killer, a C extension crash, os._exit). Use concurrent.futures.ProcessPoolExecutor (raises BrokenProcessPool) or result.get(timeout=...) so a lost task fails instead of hanging.",
+                fix: "Find why the worker died (dmesg for the OOM killer, a C extension crash, sys.exit() or os._exit() in a task). Use concurrent.futures.ProcessPoolExecutor (raises BrokenProcessPool) or result.get(timeout=...) so a lost task fails instead of hanging.",
                 evidence,
             }
             .hang(),
