@@ -85,17 +85,6 @@ pub fn read_futex_word(pid: Pid, uaddr: u64) -> Option<[u8; 16]> {
     b.try_into().ok()
 }
 
-/// Parses the `NSpid:` line of a `/proc/PID/task/TID/status` file into
-/// (TID as mphang sees it, TID in the target's own namespace).
-pub fn parse_nspid(status: &str) -> Option<(i32, i32)> {
-    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-    let ids: Vec<i32> = line["NSpid:".len()..]
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    Some((*ids.first()?, *ids.last()?))
-}
-
 /// Namespace TID -> TID for every live thread of `pid` (identity outside containers).
 pub fn ns_tid_map(pid: Pid) -> HashMap<i32, Tid> {
     let mut out = HashMap::new();
@@ -106,27 +95,12 @@ pub fn ns_tid_map(pid: Pid) -> HashMap<i32, Tid> {
         let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
             continue;
         };
-        if let Some((outer, inner)) = parse_nspid(&status) {
+        let nspid = crate::collect::procfs::parse_status(&status).nspid;
+        if let (Some(&outer), Some(&inner)) = (nspid.first(), nspid.last()) {
             out.insert(inner, Tid(outer));
         }
     }
     out
-}
-
-/// The live thread of `pid` whose `pthread_t` (TCB address, = fs_base, = `threading.get_ident()`,
-/// = `RLock` owner, = `SemLock.last_tid`) is `pthread`. Reads the TID in its `struct pthread`
-/// (offset from [`abi`](crate::collect::abi) for the glibc `pid` maps) and maps it through
-/// `NSpid`. `None` when the TCB says 0 (a parent's thread seen in a fork child) or the TID is
-/// not a live task of `pid`.
-pub fn tid_of_pthread(pid: Pid, pthread: u64) -> Option<Tid> {
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", pid.0))
-        .map(|t| crate::collect::procfs::parse_maps(&t))
-        .unwrap_or_default();
-    let libc = crate::collect::abi::glibc(crate::collect::abi::libc_version(&maps));
-    let ns_tid = libc
-        .pthread_tid(&crate::collect::memory::Remote(pid.0), pthread)
-        .filter(|t| *t > 0)?;
-    ns_tid_map(pid).get(&ns_tid).copied()
 }
 
 /// True when the thread is waiting to take the GIL (a `take_gil` frame, as pystack and
@@ -220,14 +194,6 @@ mod tests {
     }
 
     #[test]
-    fn nspid_lines() {
-        let s = "Name:\tpython3\nTgid:\t2361\nNSpid:\t2361\t3\nPPid:\t1\n";
-        assert_eq!(parse_nspid(s), Some((2361, 3)));
-        assert_eq!(parse_nspid("NSpid:\t99\n"), Some((99, 99)));
-        assert_eq!(parse_nspid("Name: x\n"), None);
-    }
-
-    #[test]
     fn gil_wait_needs_take_gil() {
         let f = |n: &str| NativeFrame {
             addr: 1,
@@ -253,9 +219,14 @@ mod tests {
         let me = unsafe { libc::pthread_self() } as u64;
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
+        let pid = std::process::id() as i32;
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map(|t| crate::collect::procfs::parse_maps(&t))
+            .unwrap_or_default();
+        let libc = crate::collect::abi::glibc(crate::collect::abi::libc_version(&maps));
         assert_eq!(
-            tid_of_pthread(Pid(std::process::id() as i32), me),
-            Some(Tid(tid))
+            libc.tid_of_pthread(&crate::collect::memory::Remote(pid), me, &[tid]),
+            Some(tid)
         );
     }
 }
