@@ -240,12 +240,11 @@ pub(crate) fn add_native(procs: &mut [Raw]) -> u64 {
         }
         let tids: Vec<Tid> = r.snap.threads.iter().map(|t| t.tid).collect();
         // The maps read moments ago by `read_process`: not read a second time.
-        let maps: Vec<native::maps::MapEntry> =
-            r.maps.iter().map(native::maps::MapEntry::from).collect();
+        let maps = &r.maps;
         let sample = native::sample_with_stopper(
             r.snap.pid,
             &tids,
-            &maps,
+            maps,
             &mut cache,
             &native::SampleOptions::default(),
             &mut stopper,

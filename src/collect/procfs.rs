@@ -172,6 +172,47 @@ impl MapEntry {
             && (self.path.is_empty() || self.path == "[heap]")
             && self.perms.ends_with('p')
     }
+    pub fn writable(&self) -> bool {
+        self.perms.as_bytes().get(1) == Some(&b'w')
+    }
+    pub fn executable(&self) -> bool {
+        self.perms.as_bytes().get(2) == Some(&b'x')
+    }
+    /// The file was unlinked (or replaced) after it was mapped.
+    pub fn deleted(&self) -> bool {
+        self.path.ends_with(" (deleted)")
+    }
+    /// The path without the ` (deleted)` suffix; `[stack]`, `[vdso]`, … for special mappings;
+    /// None for an anonymous mapping.
+    pub fn file_path(&self) -> Option<&str> {
+        match self.path.as_str() {
+            "" => None,
+            p => Some(p.strip_suffix(" (deleted)").unwrap_or(p)),
+        }
+    }
+    /// True when this mapping comes from a regular file (not anonymous, not `[vdso]`).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.file_path().is_some_and(|p| p.starts_with('/'))
+    }
+    /// True for the kernel's `[vdso]`, an ELF image with its own unwind tables and symbols.
+    pub fn is_vdso(&self) -> bool {
+        self.path == "[vdso]"
+    }
+    /// True when this mapping holds code the unwinder and symbolizer can describe.
+    pub fn is_code_object(&self) -> bool {
+        self.is_file() || self.is_vdso()
+    }
+    /// Paths that open the mapped file from outside the target's mount namespace, best first:
+    /// `/proc/PID/root/<path>` (works across containers) then `/proc/PID/map_files/<range>`
+    /// (works for deleted files, needs root).
+    pub fn open_candidates(&self, pid: i32) -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        if let (Some(p), false) = (self.file_path(), self.deleted()) {
+            v.push(format!("/proc/{pid}/root{p}").into());
+        }
+        v.push(format!("/proc/{pid}/map_files/{:x}-{:x}", self.start, self.end).into());
+        v
+    }
 }
 
 pub fn parse_maps(text: &str) -> Vec<MapEntry> {

@@ -96,7 +96,7 @@ impl NativeCache {
         if let Some(f) = self.files.get(&key) {
             return f.clone();
         }
-        let name = m.path.clone().unwrap_or_default();
+        let name = m.file_path().unwrap_or_default().to_string();
         let loaded = if m.is_vdso() {
             // Same kernel, same vdso: copied out of the first process that maps it.
             let len = usize::try_from(m.end - m.start).unwrap_or(0);
@@ -118,7 +118,7 @@ impl NativeCache {
     fn unwinder_for(&mut self, pid: Pid, maps: &[MapEntry]) -> u64 {
         let exec: Vec<&MapEntry> = maps
             .iter()
-            .filter(|m| m.executable && m.is_code_object())
+            .filter(|m| m.executable() && m.is_code_object())
             .collect();
         let mut h = DefaultHasher::new();
         for m in &exec {
@@ -156,8 +156,7 @@ impl NativeCache {
             return vec![bare(None)];
         };
         let module = m
-            .path
-            .as_deref()
+            .file_path()
             .map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
         if !m.is_code_object() {
             return vec![bare(module)];
