@@ -101,15 +101,7 @@ fn resolve_running(p: &ProcessSnap, t: &ThreadSnap) -> BlockedOn {
                 FutexRegion::SharedSem { key } => BlockedOn::Semaphore { key: key.clone() },
                 _ if f.is_mutex() => BlockedOn::Mutex {
                     uaddr: f.uaddr,
-                    owner_tid: f.word.as_ref().and_then(|w| {
-                        // __owner, or for robust/PI mutexes the TID in the lock word itself.
-                        let tid = if w.owner_tid > 0 {
-                            w.owner_tid
-                        } else {
-                            (w.value & 0x3fff_ffff) as i32
-                        };
-                        (tid > 0).then_some(tid)
-                    }),
+                    owner_tid: f.mutex_owner().map(|o| o.tid).filter(|&t| t > 0),
                 },
                 // 3.14+: a PyMutex-based lock parks; its key (the PyMutex) names the lock.
                 FutexRegion::OwnStack { key } if f.lock.is_some() => {

@@ -30,7 +30,8 @@ pub use process::{
 };
 pub use stack::{waits_for_gil, NativeFrame, PyFrame, PyThread};
 pub use syscall::{
-    syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, Syscall, SyscallState,
+    mutex_owner, syscall_name, Decoded, Futex, FutexRegion, FutexWord, LockObject, MutexKind,
+    MutexOwner, Syscall, SyscallState,
 };
 
 use schemars::JsonSchema;

@@ -146,7 +146,67 @@ pub struct FutexWord {
     pub owner_tid: i32,
 }
 
+/// `FUTEX_TID_MASK`: the owner TID bits of a robust or PI futex word.
+pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
+/// How a pthread mutex records its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutexKind {
+    /// Normal or recursive, process-private: `__lll_lock_wait`, futex op 0x80, val 2.
+    Private,
+    /// `PTHREAD_PROCESS_SHARED`: op 0x00, val 2.
+    Shared,
+    /// Robust: the futex word is the owner TID (| 0x80000000 when there are waiters).
+    Robust,
+    /// Priority inheritance: FUTEX_LOCK_PI (or LOCK_PI2), the word is the owner TID.
+    PriorityInheritance,
+}
+
+/// The owner of a contended pthread mutex, as stored in the target's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MutexOwner {
+    pub kind: MutexKind,
+    /// The owner's TID (0 = released meanwhile, or unknown): in the target's PID namespace as
+    /// read, or mphang's when the `__owner` field was translated (`FutexWord::owner_tid`).
+    pub tid: i32,
+}
+
+/// The one decoder of a pthread mutex wait: whether a futex wait `(op, val)` on a word whose
+/// lock field is `lock` and `__owner` field is `owner` is a glibc mutex, and who owns it.
+/// `__owner` (glibc sets it for every kind) is preferred; a robust or PI mutex's own word
+/// names the owner too. `None` for anything else (semaphores, condition variables, the
+/// parking lot).
+pub fn mutex_owner(op: u32, val: u32, lock: u32, owner: i32) -> Option<MutexOwner> {
+    let private = op & 0x80 != 0;
+    let (kind, word_tid) = match op & 0x7f {
+        6 | 13 => (
+            MutexKind::PriorityInheritance,
+            (lock & FUTEX_TID_MASK) as i32,
+        ),
+        0 if val == 2 => (
+            if private {
+                MutexKind::Private
+            } else {
+                MutexKind::Shared
+            },
+            0,
+        ),
+        0 if val & 0x8000_0000 != 0 && val & FUTEX_TID_MASK != 0 => {
+            (MutexKind::Robust, (val & FUTEX_TID_MASK) as i32)
+        }
+        _ => return None,
+    };
+    let tid = if owner > 0 { owner } else { word_tid };
+    Some(MutexOwner { kind, tid })
+}
+
 impl Futex {
+    /// [`mutex_owner`] of this wait, from its word (read with the target's glibc layout).
+    pub fn mutex_owner(&self) -> Option<MutexOwner> {
+        let w = self.word.as_ref()?;
+        mutex_owner(self.op, self.val, w.value, w.owner_tid)
+    }
+
     /// A glibc pthread mutex wait: `__lll_lock_wait` (op 0x80/0x00, val 2), a robust mutex
     /// (val = owner TID | 0x80000000), or LOCK_PI.
     pub fn is_mutex(&self) -> bool {

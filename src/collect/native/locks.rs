@@ -3,80 +3,19 @@
 //! test. The decoders are pure; the readers use `process_vm_readv` and `/proc`.
 
 use super::ptrace::read_memory;
-use crate::model::{Futex, NativeFrame, Pid, Tid};
+use crate::model::{NativeFrame, Pid, Tid};
 use std::collections::HashMap;
 
-/// `FUTEX_TID_MASK`: the owner TID bits of a robust or PI futex word.
-const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+pub use crate::model::{MutexKind, MutexOwner};
 
-/// How a pthread mutex records its owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MutexKind {
-    /// Normal or recursive, process-private: `__lll_lock_wait`, futex op 0x80, val 2.
-    Private,
-    /// `PTHREAD_PROCESS_SHARED`: op 0x00, val 2.
-    Shared,
-    /// Robust: the futex word is the owner TID (| 0x80000000 when there are waiters).
-    Robust,
-    /// Priority inheritance: FUTEX_LOCK_PI, the word is the owner TID.
-    PriorityInheritance,
-}
-
-/// The owner of a contended pthread mutex, as stored in the target's memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MutexOwner {
-    pub kind: MutexKind,
-    /// The owner's TID **in the target's PID namespace** (0 = released meanwhile, or unknown).
-    /// Translate with [`ns_tid_map`].
-    pub ns_tid: i32,
-}
-
-fn le_u32(b: &[u8; 16], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-/// Decides whether a futex wait `(op, val)` whose first 16 bytes at `uaddr` are `word` is a
-/// glibc pthread mutex, and who owns it. `None` for anything else (semaphores: op 0x109,
-/// 0x189, 0x89; condition variables; the parking lot).
+/// [`crate::model::mutex_owner`] on the first 16 bytes at a futex address, read with the
+/// pthread_mutex_t layout (unchanged across the glibcs in the table). The TID is the target
+/// namespace's: translate it with [`ns_tid_map`].
 pub fn mutex_owner(op: u32, val: u32, word: &[u8; 16]) -> Option<MutexOwner> {
-    let cmd = op & 0x7f;
-    let private = op & 0x80 != 0;
-    // The pthread_mutex_t layout has not changed across the glibcs in the table.
     let libc = crate::collect::abi::glibc(None);
-    let lock = le_u32(word, libc.mutex_lock);
-    let owner_field = le_u32(word, libc.mutex_owner) as i32;
-    match cmd {
-        // FUTEX_LOCK_PI: the word holds the owner TID.
-        6 => Some(MutexOwner {
-            kind: MutexKind::PriorityInheritance,
-            ns_tid: (lock & FUTEX_TID_MASK) as i32,
-        }),
-        // FUTEX_WAIT: __lll_lock_wait waits for value 2; robust waits for TID|0x80000000.
-        0 if val == 2 => Some(MutexOwner {
-            kind: if private {
-                MutexKind::Private
-            } else {
-                MutexKind::Shared
-            },
-            ns_tid: owner_field,
-        }),
-        0 if val & 0x8000_0000 != 0 && val & FUTEX_TID_MASK != 0 => Some(MutexOwner {
-            kind: MutexKind::Robust,
-            ns_tid: (val & FUTEX_TID_MASK) as i32,
-        }),
-        _ => None,
-    }
-}
-
-/// [`mutex_owner`] for the collector's decoded futex wait (`model::Futex` with `word` read).
-/// Unlike `Futex::is_mutex`, this also recognises robust mutexes (op 0, val `0x80000000|TID`).
-pub fn mutex_owner_of(f: &Futex) -> Option<MutexOwner> {
-    let w = f.word.as_ref()?;
-    let mut b = [0u8; 16];
-    b[..4].copy_from_slice(&w.value.to_le_bytes());
-    b[4..8].copy_from_slice(&w.high.to_le_bytes());
-    b[8..12].copy_from_slice(&w.owner_tid.to_le_bytes());
-    mutex_owner(f.op, f.val, &b)
+    let lock = crate::collect::memory::u32_at(word, libc.mutex_lock)?;
+    let owner = crate::collect::memory::i32_at(word, libc.mutex_owner)?;
+    crate::model::mutex_owner(op, val, lock, owner)
 }
 
 /// Reads the 16 bytes at a futex address (the sem_t or mutex head).
@@ -127,7 +66,7 @@ mod tests {
             mutex_owner(0x80, 2, &word(2, 15499)),
             Some(MutexOwner {
                 kind: MutexKind::Private,
-                ns_tid: 15499
+                tid: 15499
             })
         );
         // PROCESS_SHARED: op 0, val 2.
@@ -140,7 +79,7 @@ mod tests {
             mutex_owner(0, 0x8000_0000 | 321, &word(0x8000_0000 | 321, 321)),
             Some(MutexOwner {
                 kind: MutexKind::Robust,
-                ns_tid: 321
+                tid: 321
             })
         );
         // PI: op 0x86 (LOCK_PI|PRIVATE), val 0, word = TID|waiters.
@@ -148,7 +87,7 @@ mod tests {
             mutex_owner(0x86, 0, &word(0x8000_0000 | 42, 42)),
             Some(MutexOwner {
                 kind: MutexKind::PriorityInheritance,
-                ns_tid: 42
+                tid: 42
             })
         );
     }
@@ -160,11 +99,16 @@ mod tests {
         }
         // A plain FUTEX_WAIT with val 0 (e.g. a condition variable) is not a mutex either.
         assert_eq!(mutex_owner(0x80, 0, &word(0, 0)), None);
+        // LOCK_PI2 is a PI mutex too; a robust word names its owner when `__owner` is 0.
+        assert_eq!(
+            mutex_owner(0x8d, 0, &word(0x8000_0000 | 42, 0)).map(|o| (o.kind, o.tid)),
+            Some((MutexKind::PriorityInheritance, 42))
+        );
     }
 
     #[test]
     fn from_the_model_futex() {
-        use crate::model::{FutexRegion, FutexWord};
+        use crate::model::{Futex, FutexRegion, FutexWord};
         let f = Futex {
             uaddr: 0x7f00_0000_1000,
             op: 0x80,
@@ -179,7 +123,7 @@ mod tests {
             }),
             lock: None,
         };
-        assert_eq!(mutex_owner_of(&f).map(|o| o.ns_tid), Some(15499));
+        assert_eq!(f.mutex_owner().map(|o| o.tid), Some(15499));
         let robust = Futex {
             op: 0,
             val: 0x8000_0000 | 77,
@@ -187,10 +131,10 @@ mod tests {
             ..f.clone()
         };
         assert_eq!(
-            mutex_owner_of(&robust).map(|o| o.kind),
+            robust.mutex_owner().map(|o| o.kind),
             Some(MutexKind::Robust)
         );
-        assert_eq!(mutex_owner_of(&Futex { word: None, ..f }), None);
+        assert_eq!(Futex { word: None, ..f }.mutex_owner(), None);
     }
 
     #[test]

@@ -22,9 +22,7 @@ mod symcache;
 pub mod unwind;
 
 pub use crate::model::merge::{self, merge, merge_with_entries, MergedFrame};
-pub use locks::{
-    mutex_owner, mutex_owner_of, ns_tid_map, read_futex_word, waits_for_gil, MutexKind, MutexOwner,
-};
+pub use locks::{mutex_owner, ns_tid_map, read_futex_word, waits_for_gil, MutexKind, MutexOwner};
 
 use crate::model::{DiagKind, Diagnostic, NativeFrame, Pid, Stage, Tid};
 use capture::Capture;

@@ -114,14 +114,14 @@ fn fork_child_blocked_on_parent_threads_mutex() {
     let owner = mutex_owner(op, val, &word).expect("a pthread mutex");
     eprintln!("child {child}: futex {uaddr:#x} op {op:#x} val {val}: owner {owner:?} (holder {holder} in parent {parent})");
     assert_eq!(owner.kind, MutexKind::Private);
-    assert_eq!(owner.ns_tid, holder);
+    assert_eq!(owner.tid, holder);
     let child_tids = ns_tid_map(Pid(child));
     assert!(
-        !child_tids.contains_key(&owner.ns_tid),
+        !child_tids.contains_key(&owner.tid),
         "owner must not be a thread of the child"
     );
     assert!(
-        ns_tid_map(Pid(parent)).contains_key(&owner.ns_tid),
+        ns_tid_map(Pid(parent)).contains_key(&owner.tid),
         "owner is a parent thread"
     );
 
@@ -163,17 +163,17 @@ fn mutex_owner_in_a_pid_namespace() {
     let word = read_futex_word(Pid(child), uaddr).expect("futex word");
     let owner = mutex_owner(op, val, &word).expect("pthread mutex");
     let host_holder = ns_tid_map(Pid(parent))
-        .get(&owner.ns_tid)
+        .get(&owner.tid)
         .copied()
         .expect("owner is a thread of the parent, by NSpid");
     eprintln!(
         "pid ns: child {child} (ns {ns_child}) waits on mutex owned by ns tid {} = host tid {host_holder} \
          in parent {parent} (ns 1)",
-        owner.ns_tid
+        owner.tid
     );
-    assert_eq!(owner.ns_tid, ns_holder);
+    assert_eq!(owner.tid, ns_holder);
     assert_ne!(host_holder.0, ns_holder, "namespace and host TIDs differ");
-    assert!(!ns_tid_map(Pid(child)).contains_key(&owner.ns_tid));
+    assert!(!ns_tid_map(Pid(child)).contains_key(&owner.tid));
     // The same thread by its pthread_t (fs_base from a sample) -> TCB tid -> NSpid -> host TID.
     let mut cache = NativeCache::new();
     let s = sample(Pid(parent), &tids_of(parent), &mut cache);
@@ -369,8 +369,8 @@ fn mutex_kinds_normal_robust_pi() {
         eprintln!("{kind:?}: futex op {op:#x} val {val:#x} -> {owner:?}");
         let owner = owner.expect("a mutex");
         assert_eq!(owner.kind, kind);
-        assert_eq!(owner.ns_tid, holder);
-        assert_eq!(map.get(&owner.ns_tid), Some(&Tid(holder)));
+        assert_eq!(owner.tid, holder);
+        assert_eq!(map.get(&owner.tid), Some(&Tid(holder)));
     }
 }
 
