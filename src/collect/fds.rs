@@ -2,12 +2,82 @@
 
 use crate::model::{Access, FdEntry, FdKind, Inode, PipeSnap};
 use nix::fcntl::AtFlags;
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The fd tables read so far in one collection, by pid, each with the boot-time clock tick at
+/// which its reading began: a forked child's inherited fds are taken from its parent's table
+/// ([`read_fds_from`]).
+#[derive(Default)]
+pub struct Tables(Mutex<HashMap<i32, Table>>);
+
+/// One process's fds and the boot-time tick at which their reading began.
+type Table = (u64, Arc<Vec<FdEntry>>);
+
+impl Tables {
+    /// The table of `pid` and when its reading began, if read.
+    pub fn get(&self, pid: i32) -> Option<Table> {
+        self.0.lock().ok()?.get(&pid).cloned()
+    }
+
+    pub fn put(&self, pid: i32, read_at: u64, fds: Arc<Vec<FdEntry>>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(pid, (read_at, fds));
+        }
+    }
+}
+
+/// Now, in clock ticks since boot (`CLOCK_BOOTTIME`, the clock of `/proc/PID/stat`'s start
+/// time).
+pub fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let tck = super::process::clock_ticks();
+    (ts.tv_sec.max(0) as u64) * tck + (ts.tv_nsec.max(0) as u64) * tck / 1_000_000_000
+}
+
+/// Whether `kcmp` answered so far (it needs CONFIG_CHECKPOINT_RESTORE and ptrace access).
+static KCMP: AtomicBool = AtomicBool::new(true);
+
+/// True when fd `fd` of `a` and fd `fd` of `b` are the same open file (`kcmp(KCMP_FILE)`: one
+/// system call, no path walk); false when they differ or the kernel cannot tell.
+fn same_file(a: i32, b: i32, fd: i32) -> bool {
+    if !KCMP.load(Ordering::Relaxed) {
+        return false;
+    }
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp takes two pids, a type and two fd numbers, and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_FILE, fd, fd) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        if matches!(e, Some(libc::ENOSYS | libc::EPERM | libc::EACCES)) {
+            KCMP.store(false, Ordering::Relaxed);
+        }
+        return false;
+    }
+    r == 0
+}
 
 /// Lists the fds of `pid`. Sockets come back as `FdKind::Socket`; unix ones are upgraded later
 /// from the sock_diag dump.
 pub fn read_fds(pid: i32) -> std::io::Result<Vec<FdEntry>> {
+    read_fds_from(pid, None)
+}
+
+/// [`read_fds`], taking each fd that is the very open file its parent `base` holds under the
+/// same number (`kcmp`) from the parent's table instead of reading its link and mode: a forked
+/// child holds its parent's pipes, 67,000 fds in a 256-process fork tree. The caller passes a
+/// parent's table only if it began reading it after this process was forked: the entry then
+/// describes the file both hold (a parent that since closed that number and opened another
+/// file there no longer shares it with the child).
+pub fn read_fds_from(pid: i32, base: Option<(i32, &[FdEntry])>) -> std::io::Result<Vec<FdEntry>> {
     let dir = format!("/proc/{pid}/fd");
     // Each link is looked up relative to the open directory: a path from the root would walk
     // /proc/PID again (and check ptrace access) twice per fd, the larger part of the cost in
@@ -20,6 +90,14 @@ pub fn read_fds(pid: i32) -> std::io::Result<Vec<FdEntry>> {
         let Some(fd) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
+        if let Some((bpid, bfds)) = base {
+            if let Ok(i) = bfds.binary_search_by_key(&fd, |f| f.fd) {
+                if same_file(pid, bpid, fd) {
+                    out.push(bfds[i].clone());
+                    continue;
+                }
+            }
+        }
         // The link's own permission bits give the access mode (0500 read, 0300 write, 0700 both),
         // several times cheaper than parsing fdinfo.
         let access = match nix::sys::stat::fstatat(
@@ -162,6 +240,49 @@ fn dup_from(pid: i32, fd: i32, inode: Inode) -> Option<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inherited_fds_are_taken_from_the_base_only_when_the_same_file() {
+        let me = std::process::id() as i32;
+        // A pipe without CLOEXEC: a spawned child holds both ends under the same numbers.
+        let (mut r, w) = nix::unistd::pipe().expect("pipe");
+        let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let kid = child.id() as i32;
+        let mut base = read_fds(me).expect("own fds");
+        let at = |fds: &[FdEntry], fd: i32| fds.iter().position(|f| f.fd == fd).expect("listed");
+        // Marked entries show which were taken from the base.
+        let (ri, wi) = (at(&base, rfd), at(&base, wfd));
+        base[ri].access = Access::Unknown;
+        base[wi].access = Access::Unknown;
+        let got = read_fds_from(kid, Some((me, &base))).expect("child fds");
+        let kcmp = got[at(&got, rfd)].access == Access::Unknown;
+        if kcmp {
+            assert_eq!(
+                got[at(&got, wfd)].access,
+                Access::Unknown,
+                "same file: taken"
+            );
+            // The parent now holds the write end under the read end's number: no longer the
+            // child's file, so the child's link is read, not the stale base entry.
+            nix::unistd::dup2(&w, &mut r).expect("dup2");
+            let got = read_fds_from(kid, Some((me, &base))).expect("child fds");
+            assert_eq!(
+                got[at(&got, rfd)].access,
+                Access::Read,
+                "another file: read"
+            );
+        } else {
+            eprintln!("kcmp unavailable here: the base is never used");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        drop((r, w));
+    }
+
     #[test]
     fn classify_targets() {
         assert_eq!(classify("pipe:[6692]"), FdKind::Pipe { inode: Inode(6692) });

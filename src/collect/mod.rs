@@ -144,7 +144,8 @@ pub fn collect_with(root: Pid, opts: &CollectOptions) -> Result<(Snapshot, looks
         }
     };
     phase("tree");
-    let raws = par_map(&pids, n, |&pid| read_process(pid));
+    let fd_tables = fds::Tables::default();
+    let raws = par_map(&pids, n, |&pid| read_process(pid, &fd_tables));
     phase("proc");
     let mut diagnostics = Vec::new();
     let mut gone = Vec::new();

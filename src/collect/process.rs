@@ -47,7 +47,7 @@ pub(crate) fn read_text(path: &str) -> std::io::Result<String> {
 }
 
 /// Reads one process: /proc files, threads with decoded syscalls, fds, maps.
-pub(crate) fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
+pub(crate) fn read_process(pid: i32, tables: &fds::Tables) -> std::result::Result<Raw, Diagnostic> {
     let base = format!("/proc/{pid}");
     let stat_text =
         read_text(&format!("{base}/stat")).map_err(|e| diag(pid, Stage::Process, &e))?;
@@ -85,8 +85,17 @@ pub(crate) fn read_process(pid: i32) -> std::result::Result<Raw, Diagnostic> {
             Vec::new()
         }
     };
-    let fd_list = match fds::read_fds(pid) {
-        Ok(f) => f,
+    // A parent whose table was begun at least a tick after this process started (so after it
+    // was forked) lends it its inherited fds.
+    let parent = tables
+        .get(st.ppid)
+        .filter(|(read_at, _)| st.start_ticks + 1 < *read_at);
+    let read_at = fds::boot_ticks();
+    let fd_list = match fds::read_fds_from(pid, parent.as_ref().map(|(_, f)| (st.ppid, &f[..]))) {
+        Ok(f) => {
+            tables.put(pid, read_at, std::sync::Arc::new(f.clone()));
+            f
+        }
         Err(e) => {
             diags.push(diag(pid, Stage::Fds, &e));
             Vec::new()
